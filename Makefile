@@ -1,0 +1,56 @@
+# fashion-edge: `make export` builds exported/ from scratch, `make test` checks everything.
+# Both create (once) and reuse their own virtual environment in .venv and install the data set.
+PYTHON      ?= python3.11
+VENV        := .venv
+BIN         := $(VENV)/bin
+STAMP       := $(VENV)/.installed
+EXTRAS      := pipeline,tflite,onnx,camera,dev
+DEBIAN_DATA := /usr/share/datasets/fashion-mnist
+
+# tfmot needs Keras 2 (tf_keras); no GPU here, so skip CUDA probing noise.
+export TF_USE_LEGACY_KERAS := 1
+export CUDA_VISIBLE_DEVICES := -1
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help venv data export test test-fast bench bench-baseline pi-check clean
+
+help:
+	@echo "make export          build exported/ (train, prune, int8, TFLite + ONNX, parity gate); ~25 min on 2 cores"
+	@echo "make test            the test suite (quick exports on a subset; < 15 min)"
+	@echo "make bench           size / latency / accuracy benchmark -> benchmarks/results.{json,md}"
+	@echo "make bench-baseline  accept the current benchmark figures as the committed baseline"
+	@echo "make pi-check        the runtime on an emulated arm64 Debian (Raspberry Pi OS base)"
+	@echo "make clean           remove build/ caches (keeps .venv and exported/)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# The real data set is Debian's dataset-fashion-mnist; the loader also searches $$FASHION_MNIST_DIR
+# and the Keras cache, then downloads from the official mirror with checksums.
+data:
+	@if [ -z "$$FASHION_MNIST_DIR" ] && [ ! -f $(DEBIAN_DATA)/t10k-images-idx3-ubyte.gz ]; then \
+	  echo "installing Debian package dataset-fashion-mnist"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
+	  ( $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist ) \
+	    || echo "warning: could not install dataset-fashion-mnist; the loader will try the Keras cache, then a download"; \
+	fi
+
+export: venv data
+	@start=$$(date +%s); \
+	$(BIN)/python -m pipeline export $(ARGS) && \
+	echo "make export: wall time $$(( $$(date +%s) - start )) s"
+
+test: venv data
+	$(BIN)/python -m pytest -q $(ARGS)
+
+test-fast: venv data
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+clean:
+	rm -rf build .pytest_cache .hypothesis

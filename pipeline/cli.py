@@ -1,0 +1,99 @@
+"""`python -m pipeline {train,export,compare}`: a thin command line over the stage functions."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from .config import PROFILES, make_config
+from .errors import PipelineError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="default", choices=list(PROFILES),
+                   help="training profile: default (fits `make export` in 30 min on 2 cores), "
+                        "best (long schedule), quick (tests: subset, 1 epoch)")
+    p.add_argument("--model", dest="train.model", choices=["mlp", "baseline", "compact", "tiny"],
+                   help="architecture (default: compact)")
+    p.add_argument("--epochs", dest="train.epochs", type=int, help="training epochs")
+    p.add_argument("--batch-size", dest="train.batch_size", type=int)
+    p.add_argument("--lr", dest="train.lr", type=float, help="peak learning rate")
+    p.add_argument("--optimizer", dest="train.optimizer", choices=["sgd", "adam"],
+                   help="sgd: Nesterov, warm-up + cosine (the recipe); adam: the seeds' tutorial way")
+    p.add_argument("--no-augment", dest="train.augment", action="store_const", const=False)
+    p.add_argument("--data-dir", dest="data.data_dir",
+                   help="folder with the four IDX files (else $FASHION_MNIST_DIR, the Debian package, "
+                        "the Keras cache, then a checked download)")
+    p.add_argument("--train-limit", dest="data.train_limit", type=int, help="stratified training subset")
+    p.add_argument("--test-limit", dest="data.test_limit", type=int, help="evaluate on the first N test images")
+    p.add_argument("--seed", dest="seed", type=int)
+    p.add_argument("--build-dir", dest="build_dir", help="stage cache and run outputs (default: build)")
+
+
+def _config(args):
+    overrides = {k: v for k, v in vars(args).items() if "." in k or k in ("seed", "build_dir", "export_dir")}
+    return make_config(args.profile, **overrides)
+
+
+def cmd_train(args) -> int:
+    from . import data, report, train
+    cfg = _config(args)
+    splits = data.load(cfg)
+    print(f"[data] {splits.describe()}", file=sys.stderr)
+    model, history, out = train.train_or_load(cfg, splits)
+    probs = train.predict(model, splits.x_test, cfg)
+    acc = float((probs.argmax(1) == splits.y_test).mean())
+    report.training_plots(out, splits, history, probs)
+    print(json.dumps({"model": cfg.train.model, "params": model.count_params(),
+                      "test_accuracy": round(acc, 4), "test_images": len(splits.y_test),
+                      "train_seconds": round(history.get("seconds", 0), 1), "out": str(out)}))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from . import export
+    cfg = _config(args)
+    if args.target_sparsity is not None:
+        cfg.prune.target_sparsity = args.target_sparsity
+    if args.prune_epochs is not None:
+        cfg.prune.epochs = args.prune_epochs
+    if args.max_drop_pp is not None:
+        cfg.gate.max_drop_pp = args.max_drop_pp
+    if args.min_agreement is not None:
+        cfg.gate.min_agreement = args.min_agreement
+    if args.calibration_size is not None:
+        cfg.quant.calibration_size = args.calibration_size
+    manifest = export.run(cfg)
+    summary = {a["file"]: {"bytes": a["bytes"], "accuracy": a["accuracy"], "agreement": a["agreement_with_float"]}
+               for a in manifest["artifacts"]}
+    print(json.dumps({"export_dir": cfg.export_dir, "float_accuracy": manifest["float_reference"]["accuracy"],
+                      "sparsity": manifest["pruning"]["measured_sparsity"], "artifacts": summary}, indent=1))
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train one model, save it with its history and plots under build/")
+    _common(p)
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("export", help="train (or reuse), prune, quantize, export TFLite + ONNX, validate "
+                                      "every artifact and promote to exported/ only if the parity gate passes")
+    _common(p)
+    p.add_argument("--export-dir", dest="export_dir", help="release folder (default: exported)")
+    p.add_argument("--target-sparsity", type=float, help="pruning target (default 0.5)")
+    p.add_argument("--prune-epochs", type=int, help="pruning fine-tune epochs")
+    p.add_argument("--calibration-size", type=int, help="int8 calibration images from the training split")
+    p.add_argument("--max-drop-pp", type=float, help="gate: largest accuracy drop vs float, in pp (default 0.3)")
+    p.add_argument("--min-agreement", type=float, help="gate: smallest top-1 agreement with float (default 0.99)")
+    p.set_defaults(func=cmd_export)
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        return args.func(args)
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    finally:
+        print(f"[{args.command}] wall time {time.perf_counter() - t0:.0f} s", file=sys.stderr)

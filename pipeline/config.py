@@ -1,0 +1,119 @@
+"""One typed configuration for the whole pipeline; written whole into the manifest."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Fashion-MNIST training-set pixel statistics: the model sees (x/255 - MEAN) / STD.
+MEAN = 0.2860
+STD = 0.3530
+
+
+@dataclass
+class DataConfig:
+    data_dir: str | None = None       # explicit folder with the four IDX files (searched first)
+    val_size: int = 5000              # stratified, seeded validation split of the training set
+    train_limit: int | None = None    # stratified subset of the training split (quick runs, tests)
+    test_limit: int | None = None     # first N test images (quick runs, tests); None = all 10,000
+    mean: float = MEAN
+    std: float = STD
+
+
+@dataclass
+class TrainConfig:
+    model: str = "compact"            # mlp | baseline | compact | tiny
+    epochs: int = 18
+    batch_size: int = 512
+    optimizer: str = "sgd"            # sgd (Nesterov, warm-up + cosine) | adam (the seeds' tutorial way)
+    lr: float = 0.2
+    warmup_epochs: float = 3.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4        # SGD weight-decay equivalent, applied as L2 on kernels only
+    label_smoothing: float = 0.1
+    augment: bool = True              # pad 2 px + random crop 28 + horizontal flip
+    jit_compile: bool = False
+
+
+@dataclass
+class PruneConfig:
+    enabled: bool = True
+    target_sparsity: float = 0.5
+    epochs: int = 3
+    lr: float = 0.01
+
+
+@dataclass
+class QuantConfig:
+    calibration_size: int = 500       # images from the TRAINING split, seeded
+    onnx_opset: int = 17
+
+
+@dataclass
+class GateConfig:
+    max_drop_pp: float = 0.3          # accuracy drop vs the float Keras model, percentage points
+    min_agreement: float = 0.99       # top-1 agreement with the float Keras model
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    profile: str = "default"
+    build_dir: str = "build"
+    export_dir: str = "exported"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Named training profiles. `default` fits `make export` in <= 30 min on 2 cores; `best` is the
+# long schedule for the accuracy benchmark; `quick` is for tests (subset, 1 epoch).
+PROFILES: dict[str, dict] = {
+    "default": {},
+    "best": {"train": {"epochs": 60}, "prune": {"epochs": 5}},
+    "quick": {
+        "data": {"train_limit": 3000, "val_size": 1000, "test_limit": 1000},
+        "train": {"epochs": 1, "batch_size": 128, "warmup_epochs": 0.0, "lr": 0.05},
+        "prune": {"epochs": 1},
+        "quant": {"calibration_size": 100},
+    },
+}
+
+
+def make_config(profile: str = "default", **overrides) -> Config:
+    """Config for a named profile; `overrides` use dotted keys, e.g. {"train.epochs": 2}."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+    cfg = Config(profile=profile)
+    for section, values in PROFILES[profile].items():
+        for key, value in values.items():
+            setattr(getattr(cfg, section), key, value)
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        target = cfg
+        *path, leaf = dotted.split(".")
+        for part in path:
+            target = getattr(target, part)
+        if not hasattr(target, leaf):
+            raise ValueError(f"unknown config key {dotted!r}")
+        setattr(target, leaf, value)
+    return cfg
+
+
+def stage_key(*parts) -> str:
+    """Short stable hash of the config sections a cached stage depends on."""
+    blob = json.dumps([dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def build_path(cfg: Config, stage: str, key: str) -> Path:
+    return Path(cfg.build_dir) / f"{stage}-{key}"

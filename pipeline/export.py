@@ -1,0 +1,233 @@
+"""`make export`: data → train → prune → quantize → ONNX → validate → gate → promote, in that order.
+
+Everything is written into a staging folder beside `exported/`; only a run whose every artifact
+passes the parity gate replaces `exported/`, by rename. A failed or killed run leaves the
+previous release byte-identical.
+"""
+from __future__ import annotations
+
+import datetime
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import data, export_onnx, prune, quantize, report, train, validate
+from .config import Config
+from .errors import GateError
+
+ARTIFACTS = {  # file → (format, precision)
+    "model_float.tflite": ("tflite", "float32"),
+    "model_int8.tflite": ("tflite", "int8"),
+    "model_float.onnx": ("onnx", "float32"),
+    "model_int8.onnx": ("onnx", "int8"),
+}
+
+
+def progress(stage: str, message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {stage}: {message}", file=sys.stderr, flush=True)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def gzip_bytes(path: Path) -> int:
+    return len(gzip.compress(Path(path).read_bytes(), 9, mtime=0))
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+# --- promotion ----------------------------------------------------------------------------------
+
+def _old(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old")
+
+
+def recover(target: Path) -> None:
+    """Undo what a killed run may have left: a half-promoted release or stale staging folders."""
+    old = _old(target)
+    if old.exists():
+        if target.exists():
+            shutil.rmtree(old)
+        else:
+            os.rename(old, target)
+    for stale in target.parent.glob(f".{target.name}-staging-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def promote(staging: Path, target: Path) -> None:
+    """Replace `target` with `staging` by two renames; `recover` completes an interrupted swap."""
+    old = _old(target)
+    if target.exists():
+        os.rename(target, old)
+    os.rename(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# --- the manifest -------------------------------------------------------------------------------
+
+def artifact_entry(folder: Path, name: str, quant: dict) -> dict:
+    fmt, precision = ARTIFACTS[name]
+    path = folder / name
+    return {"file": name, "format": fmt, "precision": precision, "bytes": path.stat().st_size,
+            "gzip_bytes": gzip_bytes(path), "sha256": sha256(path),
+            "input": quant["input"], "output": quant["output"]}
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def base_manifest(cfg: Config, entries: list[dict]) -> dict:
+    return {
+        "schema": 1,
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "git_commit": git_commit(),
+        "seed": cfg.seed,
+        "config": cfg.to_dict(),
+        "labels": data.CLASS_NAMES,
+        "input": {"height": 28, "width": 28, "channels": 1, "layout": "NHWC",
+                  "normalization": {"mean": cfg.data.mean, "std": cfg.data.std}},
+        "artifacts": entries,
+    }
+
+
+# --- the chain ------------------------------------------------------------------------------------
+
+def run(cfg: Config) -> dict:
+    """Run the whole chain for `cfg`; return the manifest of the promoted release."""
+    t_start = time.perf_counter()
+    target = Path(cfg.export_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    recover(target)
+
+    progress("data", "loading Fashion-MNIST")
+    splits = data.load(cfg)
+    progress("data", splits.describe())
+
+    progress("train", f"{cfg.train.model}, {cfg.train.epochs} epochs (profile {cfg.profile})")
+    model, history, train_dir = train.train_or_load(cfg, splits)
+    float_probs = train.predict(model, splits.x_test, cfg)
+    float_acc = float((float_probs.argmax(1) == splits.y_test).mean())
+    progress("train", f"float Keras test accuracy {float_acc:.2%} ({model.count_params()} params)")
+
+    progress("prune", f"target sparsity {cfg.prune.target_sparsity:.0%}, {cfg.prune.epochs} fine-tune epochs")
+    pruned, prune_info = prune.prune_or_load(model, cfg, splits, train.cache_key(cfg))
+    ref_probs = train.predict(pruned, splits.x_test, cfg)
+    ref_pred = ref_probs.argmax(1)
+    ref_acc = float((ref_pred == splits.y_test).mean())
+    progress("prune", f"sparsity {prune_info['measured_sparsity']:.1%}, pruned Keras test accuracy {ref_acc:.2%}")
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-staging-", dir=target.parent))
+    try:
+        manifest = _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred, ref_probs,
+                          history, train_dir, staging)
+        failures = manifest["gate"]["failures"]
+        if failures:
+            raise GateError("parity gate failed, exported/ left untouched: " + "; ".join(failures))
+        progress("promote", f"{staging.name} → {target}")
+        promote(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    progress("done", f"wall time {time.perf_counter() - t_start:.0f} s")
+    return manifest
+
+
+def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred, ref_probs, history,
+           train_dir, out: Path) -> dict:
+    progress("quantize", "TFLite float32 and full-integer int8")
+    calib = quantize.calibration_images(cfg, splits)
+    (out / "model_float.tflite").write_bytes(quantize.to_tflite_float(pruned))
+    (out / "model_int8.tflite").write_bytes(quantize.to_tflite_int8(pruned, calib))
+    quant = {name: quantize.io_quantization(out / name) for name in ("model_float.tflite", "model_int8.tflite")}
+    unpruned_tflite = out / "unpruned_float.tflite"        # measured for the report, not shipped
+    unpruned_tflite.write_bytes(quantize.to_tflite_float(model))
+    unpruned_size = {"bytes": unpruned_tflite.stat().st_size, "gzip_bytes": gzip_bytes(unpruned_tflite)}
+    unpruned_tflite.unlink()
+
+    progress("onnx", "float (tf2onnx from Keras) and two int8 candidates")
+    float_onnx = export_onnx.to_onnx_float(pruned, out / "model_float.onnx", cfg.quant.onnx_opset)
+    candidates = {
+        "tf2onnx on the int8 .tflite": export_onnx.to_onnx_from_tflite(
+            out / "model_int8.tflite", out / "cand_tflite.onnx", cfg.quant.onnx_opset, quant["model_int8.tflite"]),
+        "onnxruntime static QDQ": export_onnx.to_onnx_qdq(float_onnx, out / "cand_qdq.onnx", calib),
+    }
+    for path in [float_onnx, *candidates.values()]:
+        export_onnx.check(path)
+    quant["model_float.onnx"] = {"input": {"dtype": "float32"}, "output": {"dtype": "float32"}}
+
+    # Pick the int8 ONNX path by measured parity on the VALIDATION split (the test set is for the end).
+    val_ref = train.predict(pruned, splits.x_val, cfg).argmax(1)
+    files = [n for n in ARTIFACTS if n != "model_int8.onnx"]
+    write_json(out / "manifest.json", base_manifest(cfg, [artifact_entry(out, n, quant[n]) for n in files]))
+    choice = {}
+    for label, path in candidates.items():
+        r = validate.evaluate(path, splits.x_val, splits.y_val, val_ref)
+        choice[label] = {"val_agreement": round(r["agreement_with_float"], 4), "val_accuracy": round(r["accuracy"], 4)}
+        progress("onnx", f"int8 candidate {label}: validation agreement {r['agreement_with_float']:.2%}")
+    best = max(candidates, key=lambda k: (choice[k]["val_agreement"], k.startswith("tf2onnx")))
+    os.replace(candidates[best], out / "model_int8.onnx")
+    for path in candidates.values():
+        if path.exists():
+            path.unlink()
+    quant["model_int8.onnx"] = (quant["model_int8.tflite"] if best.startswith("tf2onnx")
+                                else {"input": {"dtype": "float32"}, "output": {"dtype": "float32"}})
+
+    entries = [artifact_entry(out, n, quant[n]) for n in ARTIFACTS]
+    manifest = base_manifest(cfg, entries)
+    write_json(out / "manifest.json", manifest)
+
+    progress("validate", f"every artifact in its runtime on {len(splits.y_test)} test images")
+    results = {}
+    for entry in entries:
+        r = validate.evaluate(out / entry["file"], splits.x_test, splits.y_test, ref_pred)
+        results[entry["file"]] = r
+        entry.update(accuracy=round(r["accuracy"], 4), agreement_with_float=round(r["agreement_with_float"], 4),
+                     per_class_accuracy=r["per_class_accuracy"])
+        progress("validate", f"{entry['file']:<20} {entry['bytes']:>8} B  accuracy {r['accuracy']:.2%}  "
+                             f"agreement {r['agreement_with_float']:.2%}")
+    failures = validate.gate(results, ref_acc, cfg.gate)
+    # Figures are kept at full precision in the gate but rounded to 4 places in the manifest; the
+    # exact count of correct answers is kept too, so a re-evaluation can be compared exactly.
+    for entry in entries:
+        entry["correct"] = int((results[entry["file"]]["predictions"] == splits.y_test).sum())
+    manifest.update(
+        test_images=int(len(splits.y_test)),
+        float_reference={"accuracy": round(ref_acc, 4), "unpruned_accuracy": round(float_acc, 4),
+                         "params": int(pruned.count_params()), "macs": int(_macs(pruned)),
+                         "what": "the pruned tf_keras model every artifact was converted from"},
+        pruning={k: v for k, v in prune_info.items() if k != "history"},
+        onnx_int8={"chosen": best, "candidates": choice,
+                   "why": "highest top-1 agreement with the float model on the validation split"},
+        gate={"max_drop_pp": cfg.gate.max_drop_pp, "min_agreement": cfg.gate.min_agreement,
+              "passed": not failures, "failures": failures},
+        tools=export_onnx.tool_versions(),
+        sizes={"unpruned_float_tflite": unpruned_size},
+    )
+    (out / "labels.txt").write_text("\n".join(data.CLASS_NAMES) + "\n")
+    plots = report.training_plots(out, splits, history, ref_probs)
+    report.write_report(out, manifest, plots)
+    write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def _macs(model) -> int:
+    from .models import macs
+    return macs(model)

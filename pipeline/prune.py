@@ -1,0 +1,77 @@
+"""Magnitude pruning with tfmot: polynomial-decay schedule to a target sparsity, fine-tune, strip."""
+from __future__ import annotations
+
+import gzip
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+from tf_keras import layers
+
+from . import train as training
+from .config import Config, build_path, stage_key
+
+PRUNABLE = (layers.Conv2D, layers.Dense)   # DepthwiseConv2D is a Conv2D subclass
+
+
+def kernel_sparsity(model: keras.Model) -> float:
+    """Fraction of exactly-zero weights over all conv / depthwise / dense kernels."""
+    zeros = total = 0
+    for layer in model.layers:
+        if isinstance(layer, PRUNABLE):
+            k = layer.get_weights()[0]
+            zeros += int((k == 0).sum())
+            total += k.size
+    return zeros / max(total, 1)
+
+
+def kernel_gzip_bytes(model: keras.Model) -> int:
+    """gzip size of all kernels as float32: what pruning buys once the artifact is compressed."""
+    blob = b"".join(l.get_weights()[0].astype(np.float32).tobytes() for l in model.layers if isinstance(l, PRUNABLE))
+    return len(gzip.compress(blob, 9))
+
+
+def prune(model: keras.Model, cfg: Config, splits) -> tuple[keras.Model, dict]:
+    """Prune `model` to cfg.prune.target_sparsity while fine-tuning; return the stripped model."""
+    p = cfg.prune
+    training.seed_everything(cfg.seed + 1)
+    steps = math.ceil(len(splits.y_train) / cfg.train.batch_size)
+    total = steps * p.epochs
+    # Reach the target by two thirds of the fine-tune, then let the remaining weights recover.
+    schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=p.target_sparsity,
+                                                    begin_step=0, end_step=max(1, int(total * 2 / 3)),
+                                                    frequency=max(1, steps // 4))
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
+    training.compile_model(pruned, cfg, steps, p.epochs, lr=p.lr)
+    # compile_model warms up for cfg.train.warmup_epochs; a fine-tune starts at its peak instead.
+    pruned.optimizer.learning_rate.warmup = 0
+    history = pruned.fit(training.dataset(splits.x_train, splits.y_train, cfg, training=True),
+                         validation_data=training.dataset(splits.x_val, splits.y_val, cfg, training=False),
+                         epochs=p.epochs, verbose=0,
+                         callbacks=[tfmot.sparsity.keras.UpdatePruningStep(),
+                                    training.EpochLog("prune", p.epochs)])
+    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    info = {
+        "target_sparsity": p.target_sparsity,
+        "measured_sparsity": round(kernel_sparsity(stripped), 4),
+        "kernel_gzip_bytes_before": kernel_gzip_bytes(model),
+        "kernel_gzip_bytes_after": kernel_gzip_bytes(stripped),
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+    }
+    return stripped, info
+
+
+def prune_or_load(model: keras.Model, cfg: Config, splits, train_key: str) -> tuple[keras.Model, dict]:
+    """Prune, or reuse the pruned model cached under build/ for this training + pruning config."""
+    if not cfg.prune.enabled:
+        return model, {"target_sparsity": 0.0, "measured_sparsity": round(kernel_sparsity(model), 4)}
+    out = build_path(cfg, "prune", stage_key(train_key, cfg.prune))
+    if (out / "model.h5").is_file():
+        print(f"  [prune] reusing {out}", file=sys.stderr)
+        return training.load_saved(out)
+    stripped, info = prune(model, cfg, splits)
+    training.save(stripped, info, cfg, out)
+    return stripped, info

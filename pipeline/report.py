@@ -1,0 +1,166 @@
+"""Plots (PNG) and report.md: what a user reads to decide whether to trust the artifacts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .data import CLASS_NAMES  # noqa: E402
+
+PLOTS = {
+    "samples": "samples.png",
+    "curves": "learning_curves.png",
+    "confusion": "confusion_matrix.png",
+    "predictions": "predictions.png",
+}
+
+
+def _grid(images, titles, colors, path: Path, suptitle: str) -> None:
+    fig, axes = plt.subplots(5, 5, figsize=(7.5, 8.2))
+    for ax, img, title, color in zip(axes.flat, images, titles, colors):
+        ax.imshow(img, cmap="gray_r", vmin=0, vmax=255)
+        ax.set_title(title, fontsize=7.5, color=color)
+        ax.axis("off")
+    fig.suptitle(suptitle)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def sample_grid(x, y, path: Path, seed: int = 0) -> None:
+    """A 5x5 grid of training images with their class names."""
+    idx = np.random.default_rng(seed).choice(len(y), 25, replace=False)
+    _grid(x[idx], [CLASS_NAMES[y[i]] for i in idx], ["black"] * 25, path, "Training samples")
+
+
+def learning_curves(history: dict, path: Path) -> None:
+    """Loss and accuracy per epoch, train vs validation."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    for key, label in (("loss", "train"), ("val_loss", "validation")):
+        if key in history:
+            a.plot(epochs, history[key], marker=".", label=label)
+    for key, label in (("accuracy", "train"), ("val_accuracy", "validation")):
+        if key in history:
+            b.plot(epochs, history[key], marker=".", label=label)
+    a.set(title="Loss", xlabel="epoch")
+    b.set(title="Accuracy", xlabel="epoch")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def confusion(y_true, y_pred, n: int = 10) -> np.ndarray:
+    m = np.zeros((n, n), dtype=np.int64)
+    np.add.at(m, (y_true, y_pred), 1)
+    return m
+
+
+def confusion_plot(y_true, y_pred, path: Path, title: str = "Confusion matrix (test set)",
+                   labels=CLASS_NAMES) -> None:
+    m = confusion(y_true, y_pred, len(labels))
+    fig, ax = plt.subplots(figsize=(7, 6.2))
+    ax.imshow(m, cmap="Blues")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            if m[i, j]:
+                ax.text(j, i, m[i, j], ha="center", va="center", fontsize=7,
+                        color="white" if m[i, j] > m.max() / 2 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title=f"{title}: {np.trace(m) / max(m.sum(), 1):.2%}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def prediction_grid(x, y, probs, path: Path, seed: int = 0) -> None:
+    """25 test images with predicted label and confidence: green when right, red when wrong."""
+    idx = np.random.default_rng(seed).choice(len(y), 25, replace=False)
+    pred = probs.argmax(1)
+    titles = [f"{CLASS_NAMES[pred[i]]} {probs[i, pred[i]]:.0%}" + ("" if pred[i] == y[i] else f"\n(is {CLASS_NAMES[y[i]]})")
+              for i in idx]
+    colors = ["green" if pred[i] == y[i] else "red" for i in idx]
+    _grid(x[idx], titles, colors, path, "Predictions on test images")
+
+
+def training_plots(out_dir: Path, splits, history: dict, test_probs: np.ndarray) -> dict[str, Path]:
+    """The four plots of a training run, written into `out_dir`."""
+    out_dir = Path(out_dir)
+    paths = {k: out_dir / v for k, v in PLOTS.items()}
+    sample_grid(splits.x_train, splits.y_train, paths["samples"])
+    learning_curves(history, paths["curves"])
+    confusion_plot(splits.y_test, test_probs.argmax(1), paths["confusion"])
+    prediction_grid(splits.x_test, splits.y_test, test_probs, paths["predictions"])
+    return paths
+
+
+def _pct(v) -> str:
+    return "–" if v is None else f"{v:.2%}"
+
+
+def write_report(out_dir: Path, manifest: dict, plots: dict[str, Path]) -> Path:
+    """exported/report.md: size/accuracy table, parity of every artifact, gate, plots."""
+    arts = {a["file"]: a for a in manifest["artifacts"]}
+    ref = manifest["float_reference"]
+    pr = manifest["pruning"]
+    unpruned = manifest["sizes"]["unpruned_float_tflite"]
+    i8 = arts["model_int8.tflite"]
+    fl = arts["model_float.tflite"]
+    lines = [
+        "# fashion-edge export report", "",
+        f"Created {manifest['created']} from commit `{manifest['git_commit']}`, seed {manifest['seed']}, "
+        f"profile `{manifest['config']['profile']}`, model `{manifest['config']['train']['model']}` "
+        f"({ref['params']:,} parameters, {ref['macs'] / 1e6:.2f} M MACs per image). "
+        f"All accuracies are on the official {manifest['test_images']:,} Fashion-MNIST test images.", "",
+        "## Float vs pruned vs int8", "",
+        "| model | accuracy | size (bytes) | gzip size (bytes) |", "|---|---:|---:|---:|",
+        f"| float (before pruning, TFLite float32) | {_pct(ref['unpruned_accuracy'])} | {unpruned['bytes']:,} | {unpruned['gzip_bytes']:,} |",
+        f"| pruned float (TFLite float32) | {_pct(fl['accuracy'])} | {fl['bytes']:,} | {fl['gzip_bytes']:,} |",
+        f"| pruned int8 (TFLite full-integer) | {_pct(i8['accuracy'])} | {i8['bytes']:,} | {i8['gzip_bytes']:,} |", "",
+        f"Pruning: target sparsity {pr['target_sparsity']:.0%}, measured kernel sparsity {pr['measured_sparsity']:.1%}; "
+        f"gzip size of the float32 kernels {pr.get('kernel_gzip_bytes_before', 0):,} → {pr.get('kernel_gzip_bytes_after', 0):,} bytes. "
+        "Zeros do not shrink a flatbuffer; they shrink what is compressed.", "",
+        "## Parity of every artifact, each in its own runtime", "",
+        f"Reference: {ref['what']} ({_pct(ref['accuracy'])}). LiteRT runs the `.tflite` files, onnxruntime the `.onnx` "
+        "files, both through `edge_runtime` exactly as on the device.", "",
+        "| artifact | bytes | gzip | input | accuracy | agreement with float | sha256 |", "|---|---:|---:|---|---:|---:|---|",
+    ]
+    for a in manifest["artifacts"]:
+        inp = a["input"]
+        q = f"{inp['dtype']}" + (f" (scale {inp['scale']:.5f}, zp {inp['zero_point']})" if "scale" in inp else "")
+        lines.append(f"| `{a['file']}` | {a['bytes']:,} | {a['gzip_bytes']:,} | {q} | {_pct(a['accuracy'])} | "
+                     f"{_pct(a['agreement_with_float'])} | `{a['sha256'][:12]}…` |")
+    g = manifest["gate"]
+    lines += ["", f"**Gate** (accuracy drop ≤ {g['max_drop_pp']} pp and agreement ≥ {g['min_agreement']:.0%} "
+                  f"for every artifact): {'PASSED' if g['passed'] else 'FAILED'}."]
+    lines += [f"- {f}" for f in g["failures"]]
+    o = manifest["onnx_int8"]
+    lines += ["", "## Which int8 ONNX", "",
+              f"Two ways to an int8 ONNX were built and measured on the validation split (not the test set); "
+              f"shipped: **{o['chosen']}** ({o['why']}).", "",
+              "| candidate | validation agreement with float | validation accuracy |", "|---|---:|---:|"]
+    for name, c in o["candidates"].items():
+        lines.append(f"| {name} | {_pct(c['val_agreement'])} | {_pct(c['val_accuracy'])} |")
+    lines += ["", "## Per-class accuracy (int8 TFLite)", "",
+              "| " + " | ".join(manifest["labels"]) + " |", "|" + "---:|" * len(manifest["labels"]),
+              "| " + " | ".join(_pct(v) for v in i8["per_class_accuracy"]) + " |", ""]
+    if manifest.get("comparison"):
+        lines += ["## Model comparison", "", manifest["comparison"], ""]
+    lines += ["## Plots", ""]
+    titles = {"samples": "Training samples", "curves": "Learning curves (training run)",
+              "confusion": "Confusion matrix of the pruned float model on the test set",
+              "predictions": "Predictions on test images (green right, red wrong)"}
+    for key, path in plots.items():
+        lines += [f"### {titles[key]}", "", f"![{titles[key]}]({Path(path).name})", ""]
+    lines += ["## Tools", "", ", ".join(f"{k} {v}" for k, v in manifest["tools"].items()), ""]
+    path = Path(out_dir) / "report.md"
+    path.write_text("\n".join(lines))
+    return path

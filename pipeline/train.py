@@ -1,0 +1,154 @@
+"""Train a float model: tf.data input, SGD-Nesterov warm-up + cosine (or the seeds' Adam), seeded."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from . import models
+from .config import Config, build_path, stage_key
+
+
+def standardize(x_uint8: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """(x/255 - mean)/std with a channel axis: exactly what the device computes before quantizing."""
+    return ((x_uint8.astype(np.float32) / 255.0 - mean) / std)[..., None]
+
+
+def dataset(x: np.ndarray, y: np.ndarray, cfg: Config, training: bool) -> tf.data.Dataset:
+    """Standardized, one-hot, batched; training adds shuffle, pad-2 random crop and horizontal flip."""
+    xs = standardize(x, cfg.data.mean, cfg.data.std)
+    ys = keras.utils.to_categorical(y, 10).astype(np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((xs, ys))
+    if not training:
+        return ds.batch(1024).prefetch(tf.data.AUTOTUNE)
+    ds = ds.shuffle(len(xs), seed=cfg.seed, reshuffle_each_iteration=True)
+    background = (0.0 - cfg.data.mean) / cfg.data.std     # a black pixel, standardized
+    if cfg.train.augment:
+        def augment(img, label):
+            img = tf.pad(img - background, [[2, 2], [2, 2], [0, 0]]) + background
+            img = tf.image.random_crop(img, (28, 28, 1))
+            img = tf.image.random_flip_left_right(img)
+            return img, label
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(cfg.train.batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to `peak` over `warmup` steps, then cosine decay to 0 at `total` steps."""
+
+    def __init__(self, peak: float, warmup: int, total: int):
+        self.peak, self.warmup, self.total = peak, warmup, total
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warm = self.peak * (step + 1) / max(self.warmup, 1)
+        progress = (step - self.warmup) / max(self.total - self.warmup, 1)
+        cosine = 0.5 * self.peak * (1 + tf.cos(math.pi * tf.clip_by_value(progress, 0.0, 1.0)))
+        return tf.where(step < self.warmup, warm, cosine)
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup": self.warmup, "total": self.total}
+
+
+def optimizer(cfg: Config, steps_per_epoch: int, epochs: int, lr: float | None = None):
+    t = cfg.train
+    if t.optimizer == "adam":
+        return keras.optimizers.Adam(lr or 1e-3)
+    schedule = WarmupCosine(lr or t.lr, int(t.warmup_epochs * steps_per_epoch), epochs * steps_per_epoch)
+    return keras.optimizers.SGD(schedule, momentum=t.momentum, nesterov=True)
+
+
+def compile_model(model: keras.Model, cfg: Config, steps_per_epoch: int, epochs: int, lr: float | None = None):
+    model.compile(optimizer=optimizer(cfg, steps_per_epoch, epochs, lr),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.train.label_smoothing),
+                  metrics=["accuracy"], jit_compile=cfg.train.jit_compile)
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One progress line per epoch, with the time it took."""
+
+    def __init__(self, stage: str, epochs: int):
+        super().__init__()
+        self.stage, self.epochs = stage, epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        print(f"  [{self.stage}] epoch {epoch + 1}/{self.epochs}  loss {logs.get('loss', 0):.4f}  "
+              f"acc {logs.get('accuracy', 0):.4f}  val_loss {logs.get('val_loss', 0):.4f}  "
+              f"val_acc {logs.get('val_accuracy', 0):.4f}  ({time.perf_counter() - self.t0:.0f} s)",
+              file=sys.stderr, flush=True)
+
+
+def seed_everything(seed: int) -> None:
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def train(cfg: Config, splits) -> tuple[keras.Model, dict]:
+    """Build `cfg.train.model` and fit it on the training split, validating on the validation split."""
+    seed_everything(cfg.seed)
+    t = cfg.train
+    wd = t.weight_decay if t.optimizer == "sgd" else 0.0
+    model = models.build(t.model, wd)
+    train_ds = dataset(splits.x_train, splits.y_train, cfg, training=True)
+    val_ds = dataset(splits.x_val, splits.y_val, cfg, training=False)
+    steps = math.ceil(len(splits.y_train) / t.batch_size)
+    compile_model(model, cfg, steps, t.epochs)
+    t0 = time.perf_counter()
+    history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, verbose=0,
+                        callbacks=[EpochLog(f"train {t.model}", t.epochs)])
+    hist = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    hist["seconds"] = time.perf_counter() - t0
+    return model, hist
+
+
+def save(model: keras.Model, history: dict, cfg: Config, out_dir: Path) -> None:
+    """Float model (.h5), training history and config into `out_dir`, written then renamed."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save(tmp / "model.h5", include_optimizer=False)
+    (tmp / "history.json").write_text(json.dumps(history, indent=1))
+    (tmp / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    if out_dir.exists():
+        import shutil
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+
+
+def load_saved(out_dir: Path) -> tuple[keras.Model, dict]:
+    model = keras.models.load_model(Path(out_dir) / "model.h5", compile=False)
+    history = json.loads((Path(out_dir) / "history.json").read_text())
+    return model, history
+
+
+def cache_key(cfg: Config) -> str:
+    """What a trained model depends on: seed, data selection and training settings."""
+    data = {k: v for k, v in cfg.data.__dict__.items() if k not in ("data_dir", "test_limit")}
+    return stage_key(cfg.seed, data, cfg.train)
+
+
+def train_or_load(cfg: Config, splits) -> tuple[keras.Model, dict, Path]:
+    """Train, or reuse the model cached under build/ for exactly this configuration."""
+    out = build_path(cfg, "train", cache_key(cfg))
+    if (out / "model.h5").is_file():
+        print(f"  [train] reusing {out}", file=sys.stderr)
+        model, history = load_saved(out)
+        return model, history, out
+    model, history = train(cfg, splits)
+    save(model, history, cfg, out)
+    return model, history, out
+
+
+def predict(model: keras.Model, x_uint8: np.ndarray, cfg: Config) -> np.ndarray:
+    """Class probabilities of a Keras model on uint8 images."""
+    return model.predict(standardize(x_uint8, cfg.data.mean, cfg.data.std), batch_size=1024, verbose=0)

@@ -1,0 +1,56 @@
+"""Quick real trainings on a subset: the seeds learn, the edge models build and train, runs repeat."""
+import json
+
+import numpy as np
+import pytest
+
+from pipeline import data, models, train
+from pipeline.config import make_config
+
+
+@pytest.fixture(scope="module")
+def subset():
+    cfg = make_config("default", **{"data.train_limit": 6000, "data.test_limit": 2000})
+    return data.load(cfg)
+
+
+def _cfg(tmp_path, model, **kw):
+    return make_config("default", **{"train.model": model, "train.epochs": 2, "train.batch_size": 128,
+                                     "train.warmup_epochs": 0.0, "build_dir": str(tmp_path), **kw})
+
+
+def test_baseline_beats_75_percent_after_2_epochs_on_6000_images(subset, tmp_path):
+    cfg = _cfg(tmp_path, "baseline", **{"train.optimizer": "adam", "train.augment": False})
+    model, history = train.train(cfg, subset)
+    acc = float((train.predict(model, subset.x_test, cfg).argmax(1) == subset.y_test).mean())
+    print(f"baseline 2 epochs on 6000 images: {acc:.2%} on 2000 test images")
+    assert acc > 0.75
+    assert len(history["val_accuracy"]) == 2
+
+
+def test_compact_trains_saves_and_reloads(subset, tmp_path):
+    cfg = _cfg(tmp_path, "compact", **{"train.epochs": 1, "train.lr": 0.05})
+    model, history, out = train.train_or_load(cfg, subset)
+    assert model.count_params() <= 50_000
+    assert np.isfinite(history["loss"][0])
+    assert json.loads((out / "config.json").read_text())["train"]["model"] == "compact"
+    reloaded, _, out2 = train.train_or_load(cfg, subset)           # the cache, not a retrain
+    assert out2 == out
+    x = subset.x_test[:64]
+    assert np.allclose(train.predict(model, x, cfg), train.predict(reloaded, x, cfg), atol=1e-5)
+
+
+def test_training_is_repeatable_with_a_seed(subset, tmp_path):
+    cfg = _cfg(tmp_path, "mlp", **{"train.epochs": 1, "train.optimizer": "adam", "data.train_limit": 2000})
+    small = data.split(subset.x_train, subset.y_train, subset.x_test, subset.y_test, val_size=500, seed=0,
+                       train_limit=2000)
+    a, _ = train.train(cfg, small)
+    b, _ = train.train(cfg, small)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        assert np.allclose(wa, wb, atol=1e-6)
+
+
+def test_model_sizes_match_their_specs():
+    assert models.build("compact").count_params() <= 50_000
+    assert models.build("tiny").count_params() <= 15_000
+    assert models.macs(models.build("compact")) == 6_103_880
