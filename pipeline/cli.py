@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from .config import PROFILES, make_config
 from .errors import PipelineError
@@ -72,6 +73,24 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from . import compare
+    cfg = _config(args)
+    if args.folds:
+        result = compare.folds(cfg, args.folds)
+        print(f"{result['model']}: {args.folds}-fold validation accuracy {result['mean']:.2%} "
+              f"± {result['std']:.2%} (folds: {', '.join(f'{s:.2%}' for s in result['scores'])})")
+        return 0
+    rows = compare.compare(cfg, args.models)
+    splits_n = cfg.data.test_limit or 10000
+    text = compare.table(rows, splits_n)
+    print(text)
+    if args.write_report:
+        from .report import set_comparison
+        set_comparison(Path(cfg.export_dir), text)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +107,16 @@ def main(argv=None) -> int:
     p.add_argument("--max-drop-pp", type=float, help="gate: largest accuracy drop vs float, in pp (default 0.3)")
     p.add_argument("--min-agreement", type=float, help="gate: smallest top-1 agreement with float (default 0.99)")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("compare", help="train/evaluate several models into one table (params, MACs, float and "
+                                       "int8 accuracy, int8 size, batch-1 latency), or a k-fold estimate")
+    _common(p)
+    p.add_argument("--models", nargs="+", default=["mlp", "baseline", "compact", "tiny"],
+                   help="models to compare (seeds trained the tutorial way: Adam, 10 epochs)")
+    p.add_argument("--folds", type=int, help="k-fold estimate (mean ± std) of --model on the training set instead")
+    p.add_argument("--export-dir", dest="export_dir", default="exported")
+    p.add_argument("--no-report", dest="write_report", action="store_false",
+                   help="do not write the table into <export-dir>/report.md")
+    p.set_defaults(func=cmd_compare)
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     try:

@@ -221,6 +221,9 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
         tools=export_onnx.tool_versions(),
         sizes={"unpruned_float_tflite": unpruned_size},
     )
+    previous_comparison = Path(cfg.export_dir) / report.COMPARISON_FILE
+    if previous_comparison.exists():          # `compare` results stay with the release until re-run
+        shutil.copy(previous_comparison, out / report.COMPARISON_FILE)
     (out / "labels.txt").write_text("\n".join(data.CLASS_NAMES) + "\n")
     plots = report.training_plots(out, splits, history, ref_probs)
     report.write_report(out, manifest, plots)

@@ -152,8 +152,8 @@ def write_report(out_dir: Path, manifest: dict, plots: dict[str, Path]) -> Path:
     lines += ["", "## Per-class accuracy (int8 TFLite)", "",
               "| " + " | ".join(manifest["labels"]) + " |", "|" + "---:|" * len(manifest["labels"]),
               "| " + " | ".join(_pct(v) for v in i8["per_class_accuracy"]) + " |", ""]
-    if manifest.get("comparison"):
-        lines += ["## Model comparison", "", manifest["comparison"], ""]
+    if (Path(out_dir) / COMPARISON_FILE).exists():
+        lines += [comparison_section((Path(out_dir) / COMPARISON_FILE).read_text().strip()), ""]
     lines += ["## Plots", ""]
     titles = {"samples": "Training samples", "curves": "Learning curves (training run)",
               "confusion": "Confusion matrix of the pruned float model on the test set",
@@ -164,3 +164,27 @@ def write_report(out_dir: Path, manifest: dict, plots: dict[str, Path]) -> Path:
     path = Path(out_dir) / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+COMPARISON_FILE = "comparison.md"
+_BEGIN, _END = "<!-- comparison:begin -->", "<!-- comparison:end -->"
+
+
+def comparison_section(text: str) -> str:
+    return f"{_BEGIN}\n## Model comparison\n\n{text}\n{_END}"
+
+
+def set_comparison(export_dir: Path, text: str) -> None:
+    """Keep the comparison table beside the release and in its report.md (replacing an older one)."""
+    export_dir = Path(export_dir)
+    (export_dir / COMPARISON_FILE).write_text(text + "\n")
+    report = export_dir / "report.md"
+    if not report.exists():
+        return
+    body = report.read_text()
+    if _BEGIN in body:
+        head, rest = body.split(_BEGIN, 1)
+        body = head + comparison_section(text) + rest.split(_END, 1)[1]
+    else:
+        body = body.replace("## Plots", comparison_section(text) + "\n\n## Plots", 1)
+    report.write_text(body)

@@ -1,0 +1,106 @@
+"""Compare architectures (params, MACs, float and int8 accuracy, size, latency) and k-fold estimates."""
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from . import data, models, quantize, train
+from .config import Config
+
+# The seeds are trained the tutorial way (Adam, no augmentation, 10 epochs); the edge models with the recipe.
+SEED_STYLE = {"optimizer": "adam", "augment": False, "epochs": 10, "batch_size": 128, "label_smoothing": 0.0}
+
+
+def model_config(cfg: Config, name: str) -> Config:
+    t = replace(cfg.train, model=name, **(SEED_STYLE if name in ("mlp", "baseline") else {}))
+    return replace(cfg, train=t)
+
+
+def write_minimal_manifest(folder: Path, cfg: Config) -> None:
+    """Labels and normalization beside a model, so edge_runtime standardizes its input as trained."""
+    import json
+    (folder / "manifest.json").write_text(json.dumps({
+        "schema": 1, "labels": data.CLASS_NAMES, "artifacts": [],
+        "input": {"height": 28, "width": 28, "channels": 1, "layout": "NHWC",
+                  "normalization": {"mean": cfg.data.mean, "std": cfg.data.std}}}))
+
+
+def batch1_latency_us(model_path: Path, image: np.ndarray, calls: int = 500) -> float:
+    """Median batch-1 latency of the int8 artifact in LiteRT, one thread, after warm-up."""
+    from edge_runtime.classifier import Classifier
+    clf = Classifier(str(model_path), num_threads=1, verify=False)
+    for _ in range(50):
+        clf.scores(image[None])
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        clf.scores(image[None])
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e6)
+
+
+def compare(cfg: Config, names: list[str]) -> list[dict]:
+    """Train (or reuse) each model, convert it to int8 TFLite and measure it on the test set."""
+    from edge_runtime.classifier import Classifier
+    splits = data.load(cfg)
+    rows = []
+    for name in names:
+        mcfg = model_config(cfg, name)
+        print(f"[compare] {name}: {mcfg.train.epochs} epochs ({mcfg.train.optimizer})", file=sys.stderr, flush=True)
+        model, history, _ = train.train_or_load(mcfg, splits)
+        float_acc = float((train.predict(model, splits.x_test, mcfg).argmax(1) == splits.y_test).mean())
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model_int8.tflite"
+            path.write_bytes(quantize.to_tflite_int8(model, quantize.calibration_images(mcfg, splits)))
+            write_minimal_manifest(Path(tmp), mcfg)
+            clf = Classifier(str(path), num_threads=1, verify=False)
+            int8_acc = float((clf.scores(splits.x_test).argmax(1) == splits.y_test).mean())
+            latency = batch1_latency_us(path, splits.x_test[0])
+            size = path.stat().st_size
+        rows.append({"model": name, "params": int(model.count_params()), "macs": int(models.macs(model)),
+                     "float_accuracy": float_acc, "int8_accuracy": int8_acc, "int8_bytes": size,
+                     "latency_us": latency, "train_seconds": history.get("seconds")})
+    return rows
+
+
+def table(rows: list[dict], test_images: int) -> str:
+    lines = [f"Official test set ({test_images:,} images); int8 = full-integer TFLite, not pruned; latency = "
+             "median batch-1 LiteRT call, 1 thread, on the machine that ran `python -m pipeline compare`.", "",
+             "| model | params | MACs | float acc | int8 acc | int8 size (bytes) | batch-1 latency (µs) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['params']:,} | {r['macs'] / 1e6:.2f} M | {r['float_accuracy']:.2%} | "
+                     f"{r['int8_accuracy']:.2%} | {r['int8_bytes']:,} | {r['latency_us']:.0f} |")
+    return "\n".join(lines)
+
+
+def folds(cfg: Config, k: int) -> dict:
+    """k-fold estimate on the 60,000 training images: stratified folds, validation accuracy per fold."""
+    x, y, xt, yt, source = data.load_raw(cfg.data.data_dir)
+    rng = np.random.default_rng(cfg.seed)
+    fold_of = np.empty(len(y), dtype=np.int64)
+    for c in range(10):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        fold_of[idx] = np.arange(len(idx)) % k
+    if cfg.data.train_limit:
+        keep = np.zeros(len(y), dtype=bool)
+        keep[data.stratified_indices(y, cfg.data.train_limit, cfg.seed)[1]] = True
+    else:
+        keep = np.ones(len(y), dtype=bool)
+    scores = []
+    for f in range(k):
+        tr, va = keep & (fold_of != f), keep & (fold_of == f)
+        s = data.Splits(x[tr], y[tr], x[va], y[va], xt, yt, source)
+        fcfg = replace(cfg, seed=cfg.seed + f)
+        model, _ = train.train(fcfg, s)
+        acc = float((train.predict(model, s.x_val, fcfg).argmax(1) == s.y_val).mean())
+        scores.append(acc)
+        print(f"[folds] fold {f + 1}/{k}: validation accuracy {acc:.2%} on {va.sum()} images", file=sys.stderr,
+              flush=True)
+    return {"model": cfg.train.model, "k": k, "scores": scores, "mean": float(np.mean(scores)),
+            "std": float(np.std(scores, ddof=1)) if k > 1 else 0.0}
