@@ -124,5 +124,8 @@ def main(argv=None) -> int:
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:          # disk full, permissions, file too large: one line, nothing promoted
+        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 1
     finally:
         print(f"[{args.command}] wall time {time.perf_counter() - t0:.0f} s", file=sys.stderr)

@@ -10,13 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from . import data, models, quantize, train
-from .config import Config
-
-# The seeds are trained the tutorial way (Adam, no augmentation, 10 epochs); the edge models with the recipe.
-SEED_STYLE = {"optimizer": "adam", "augment": False, "epochs": 10, "batch_size": 128, "label_smoothing": 0.0}
-
+from .config import SEED_STYLE, Config
 
 def model_config(cfg: Config, name: str) -> Config:
+    """The seeds are trained the tutorial way (SEED_STYLE); the edge models with the profile's recipe."""
     t = replace(cfg.train, model=name, **(SEED_STYLE if name in ("mlp", "baseline") else {}))
     return replace(cfg, train=t)
 

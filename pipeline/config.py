@@ -25,7 +25,7 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     model: str = "compact"            # mlp | baseline | compact | tiny
-    epochs: int = 18
+    epochs: int = 26
     batch_size: int = 512
     optimizer: str = "sgd"            # sgd (Nesterov, warm-up + cosine) | adam (the seeds' tutorial way)
     lr: float = 0.2
@@ -41,8 +41,9 @@ class TrainConfig:
 class PruneConfig:
     enabled: bool = True
     target_sparsity: float = 0.5
-    epochs: int = 3
-    lr: float = 0.01
+    epochs: int = 5
+    lr: float = 0.05                  # a warm restart: cosine from here to 0 over the fine-tune
+    ramp_fraction: float = 0.5        # sparsity reaches the target after this share of the fine-tune
 
 
 @dataclass
@@ -77,7 +78,7 @@ class Config:
 # long schedule for the accuracy benchmark; `quick` is for tests (subset, 1 epoch).
 PROFILES: dict[str, dict] = {
     "default": {},
-    "best": {"train": {"epochs": 60}, "prune": {"epochs": 5}},
+    "best": {"train": {"epochs": 60}, "prune": {"epochs": 8}},
     "quick": {
         "data": {"train_limit": 3000, "val_size": 1000, "test_limit": 1000},
         "train": {"epochs": 1, "batch_size": 128, "warmup_epochs": 0.0, "lr": 0.05},
@@ -85,6 +86,11 @@ PROFILES: dict[str, dict] = {
         "quant": {"calibration_size": 100},
     },
 }
+
+
+# The tutorial seeds are trained the tutorial way unless a flag says otherwise.
+SEED_STYLE = {"optimizer": "adam", "augment": False, "epochs": 10, "batch_size": 128, "label_smoothing": 0.0,
+              "weight_decay": 0.0, "warmup_epochs": 0.0}
 
 
 def make_config(profile: str = "default", **overrides) -> Config:
@@ -95,6 +101,9 @@ def make_config(profile: str = "default", **overrides) -> Config:
     for section, values in PROFILES[profile].items():
         for key, value in values.items():
             setattr(getattr(cfg, section), key, value)
+    if overrides.get("train.model") in ("mlp", "baseline"):
+        for key, value in SEED_STYLE.items():
+            setattr(cfg.train, key, value)
     for dotted, value in overrides.items():
         if value is None:
             continue

@@ -209,6 +209,9 @@ def stratified_indices(labels: np.ndarray, size: int, seed: int) -> tuple[np.nda
 def split(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, *, val_size: int,
           seed: int, train_limit: int | None = None, test_limit: int | None = None, source: str = "") -> Splits:
     """Seeded stratified validation split; optional stratified training subset and test prefix."""
+    for name, images, labels in (("training", x, y), ("test", x_test, y_test)):
+        if len(images) != len(labels):
+            raise DataError(f"{name} set: {len(images)} images but {len(labels)} labels")
     train_idx, val_idx = stratified_indices(y, val_size, seed)
     if train_limit:
         _, sub = stratified_indices(y[train_idx], train_limit, seed + 1)

@@ -40,9 +40,9 @@ def prune(model: keras.Model, cfg: Config, splits) -> tuple[keras.Model, dict]:
     training.seed_everything(cfg.seed + 1)
     steps = math.ceil(len(splits.y_train) / cfg.train.batch_size)
     total = steps * p.epochs
-    # Reach the target by two thirds of the fine-tune, then let the remaining weights recover.
+    # Reach the target part-way through the fine-tune, then let the remaining weights recover.
     schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=p.target_sparsity,
-                                                    begin_step=0, end_step=max(1, int(total * 2 / 3)),
+                                                    begin_step=0, end_step=max(1, int(total * p.ramp_fraction)),
                                                     frequency=max(1, steps // 4))
     pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
     training.compile_model(pruned, cfg, steps, p.epochs, lr=p.lr)

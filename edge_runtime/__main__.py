@@ -1,0 +1,5 @@
+"""`python -m edge_runtime` is `edge-classify`."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,232 @@
+"""Classifier: load a model and the manifest beside it, quantize the input, dequantize the output, top-k."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .backends import Backend, load_backend
+from .errors import EdgeError
+from .preprocess import load_image, normalize, to_model_input
+from .quant import QuantParams, dequantize, quantize, softmax
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_SCHEMA = 1
+FASHION_MNIST_LABELS = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+
+ImageLike = str | os.PathLike | Image.Image | np.ndarray
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        print(f"edge_runtime: warning: {message}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One ranked answer: the label, its index in the label list, and the model's score (0..1)."""
+
+    label: str
+    index: int
+    score: float
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(path: str | Path) -> dict:
+    """Parse and sanity-check an exported manifest.json (schema in DESIGN.md)."""
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise EdgeError(f"{path}: cannot read manifest ({e})") from e
+    except json.JSONDecodeError as e:
+        raise EdgeError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(manifest, dict):
+        raise EdgeError(f"{path}: expected a JSON object at the top level")
+    schema = manifest.get("schema")
+    if schema != MANIFEST_SCHEMA:
+        raise EdgeError(f"{path}: manifest schema {schema!r} is not supported (this runtime reads {MANIFEST_SCHEMA})")
+    labels = manifest.get("labels")
+    if labels is not None and not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
+        raise EdgeError(f"{path}: 'labels' must be a non-empty list of strings")
+    norm = manifest.get("input", {}).get("normalization", {})
+    for key in ("mean", "std"):
+        if key in norm and not isinstance(norm[key], (int, float)):
+            raise EdgeError(f"{path}: input.normalization.{key} must be a number, got {norm[key]!r}")
+    if "std" in norm and not norm["std"] > 0:
+        raise EdgeError(f"{path}: input.normalization.std must be positive, got {norm['std']}")
+    if not isinstance(manifest.get("artifacts", []), list):
+        raise EdgeError(f"{path}: 'artifacts' must be a list")
+    return manifest
+
+
+class Classifier:
+    """A Fashion-MNIST classifier around one .tflite or .onnx model file.
+
+    Labels and normalization come from manifest.json beside the model; its sha256 for the model file
+    is checked before the model is parsed (verify=False skips that). Not thread-safe: use one
+    Classifier per thread.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        labels: Sequence[str] | None = None,
+        num_threads: int = 1,
+        verify: bool = True,
+        *,
+        apply_softmax: bool = False,
+    ) -> None:
+        # apply_softmax: the exported models end in softmax and output probabilities; set it only for
+        # a model whose last layer outputs logits.
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise EdgeError(f"{self.model_path}: model file not found")
+        self.apply_softmax = apply_softmax
+        manifest_path = self.model_path.parent / MANIFEST_NAME
+        self.manifest: dict | None = read_manifest(manifest_path) if manifest_path.is_file() else None
+        self.artifact: dict | None = self._find_artifact(manifest_path, verify)
+        if verify:
+            self._verify_checksum(manifest_path)
+        self.backend: Backend = load_backend(self.model_path, num_threads=num_threads)
+
+        if self.manifest is None:
+            _warn_once(
+                f"no {MANIFEST_NAME} beside {self.model_path}; assuming normalization mean 0, std 1"
+                + ("" if labels is not None else " and the ten Fashion-MNIST labels")
+            )
+        manifest = self.manifest or {}
+        self.labels: tuple[str, ...] = tuple(labels or manifest.get("labels") or FASHION_MNIST_LABELS)
+        norm = manifest.get("input", {}).get("normalization", {})
+        self.mean = float(norm.get("mean", 0.0))
+        self.std = float(norm.get("std", 1.0))
+        self.input_quant = self._quant("input", self.backend.input_dtype, self.backend.input_quant)
+        self.output_quant = self._quant("output", self.backend.output_dtype, self.backend.output_quant)
+
+        n_out = int(np.prod([d for d in self.backend.output_shape[1:] if d is not None]))
+        if n_out != len(self.labels):
+            raise EdgeError(f"{self.model_path}: model has {n_out} outputs but there are {len(self.labels)} labels")
+
+    def _find_artifact(self, manifest_path: Path, verify: bool) -> dict | None:
+        if self.manifest is None:
+            return None
+        for entry in self.manifest.get("artifacts", []):
+            if isinstance(entry, dict) and entry.get("file") == self.model_path.name:
+                return entry
+        if verify:
+            _warn_once(f"{manifest_path} does not list {self.model_path.name}; its checksum cannot be verified")
+        return None
+
+    def _verify_checksum(self, manifest_path: Path) -> None:
+        expected = (self.artifact or {}).get("sha256")
+        if not expected:
+            return
+        actual = file_sha256(self.model_path)
+        if actual != str(expected).lower():
+            raise EdgeError(
+                f"{self.model_path}: sha256 {actual[:16]}… does not match {manifest_path} "
+                f"({str(expected)[:16]}…); the file is corrupt or the manifest is stale: re-export, "
+                "or load anyway with verify=False (--no-verify)"
+            )
+
+    def _quant(self, which: str, dtype: type, from_model: QuantParams | None) -> QuantParams | None:
+        """The model's own quantization parameters; for a quantized ONNX model without them in its
+        metadata, the manifest's entry for this file."""
+        if dtype == np.float32 or from_model is not None:
+            return from_model
+        entry = (self.artifact or {}).get(which, {})
+        if isinstance(entry, dict) and "scale" in entry and "zero_point" in entry and entry["scale"] > 0:
+            return float(entry["scale"]), int(entry["zero_point"])
+        raise EdgeError(
+            f"{self.model_path}: {which} is {np.dtype(dtype).name} but neither the model metadata "
+            f"({which}_scale, {which}_zero_point) nor {MANIFEST_NAME} gives its quantization parameters"
+        )
+
+    def scores(self, images_uint8: np.ndarray) -> np.ndarray:
+        """(N, 28, 28) uint8 model-ready images → (N, classes) float32 scores (probabilities)."""
+        x = normalize(images_uint8, self.mean, self.std)
+        n = x.shape[0]
+        if n == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        if self.input_quant is not None:
+            x = quantize(x, self.input_quant, self.backend.input_dtype)
+        raw = self.backend.run(x).reshape(n, -1)
+        out = dequantize(raw, self.output_quant) if self.output_quant is not None else raw.astype(np.float32)
+        return softmax(out) if self.apply_softmax else out
+
+    def classify(self, image: ImageLike, top_k: int = 3) -> list[Prediction]:
+        """Top-k predictions for one image: a path, a PIL image or a numpy array."""
+        return self.classify_batch([image], top_k)[0]
+
+    def classify_batch(self, images: Iterable[ImageLike], top_k: int = 3) -> list[list[Prediction]]:
+        """Top-k predictions for several images, run as one batch."""
+        batch = [to_model_input(_as_image(image)) for image in images]
+        if not batch:
+            return []
+        return [self.top_k(row, top_k) for row in self.scores(np.stack(batch))]
+
+    def top_k(self, scores: np.ndarray, k: int = 3) -> list[Prediction]:
+        """Rank one row of scores; ties keep label order."""
+        if k < 1:
+            raise EdgeError(f"top_k must be at least 1, got {k}")
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [Prediction(self.labels[i], int(i), float(scores[i])) for i in order]
+
+    def describe(self) -> str:
+        """One line about the loaded model, for logs and --bench."""
+        b = self.backend
+        quant = f", input scale {self.input_quant[0]:.6g} zero point {self.input_quant[1]}" if self.input_quant else ""
+        return (
+            f"{self.model_path.name}: {type(b).__name__}, input {np.dtype(b.input_dtype).name}{quant}, "
+            f"normalization mean {self.mean:g} std {self.std:g}, {len(self.labels)} labels"
+        )
+
+    def __repr__(self) -> str:
+        return f"Classifier({str(self.model_path)!r})"
+
+
+def _as_image(image: ImageLike) -> Image.Image | np.ndarray:
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image)
+    return image
+
+
+UNSURE = "unsure"
+
+
+def is_unsure(predictions: list[Prediction], threshold: float | None) -> bool:
+    """True when the best score is below `threshold` (never without one)."""
+    return threshold is not None and predictions[0].score < threshold
+
+
+def answer(predictions: list[Prediction], threshold: float | None = None) -> str:
+    """The top label, or "unsure" when its score is below `threshold`."""
+    return UNSURE if is_unsure(predictions, threshold) else predictions[0].label
+
+
+def format_predictions(predictions: list[Prediction], threshold: float | None = None) -> str:
+    """'Coat 0.912, Pullover 0.051' or, when the best score is under `threshold`, 'unsure (Coat 0.412, …)'."""
+    ranked = ", ".join(f"{p.label} {p.score:.3f}" for p in predictions)
+    return f"{UNSURE} ({ranked})" if is_unsure(predictions, threshold) else ranked

@@ -1,0 +1,277 @@
+"""Pure functions from files and pictures to the model's 28×28 uint8 input.
+
+A 28×28 grayscale image is taken to be dataset-style and passes through bit-exact. Any other picture
+goes through the conversion the Fashion-MNIST paper used on product photos (Xiao et al. 2017, §2):
+trim → resize longest edge to 28 → sharpen → extend shortest edge to 28 → negate → 8-bit grayscale.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps
+
+from .errors import EdgeError
+
+SIZE = 28
+# Decoded pixels allowed per image; far above any phone photo after JPEG draft decoding, far below
+# what a crafted header can declare (a 100000×100000 PNG would be 10 GB).
+MAX_PIXELS = 64_000_000
+# JPEGs are decoded at a reduced scale (libjpeg DCT scaling) that is still at least this many pixels
+# on each side: plenty for trimming and a 28-pixel result, and 10–50× faster on a Raspberry Pi.
+JPEG_DRAFT_SIZE = 512
+# Paper: edges "close to the colour of the corner pixels", within 5 % of the maximum intensity.
+TRIM_TOLERANCE = 0.05
+# The trim box is searched on a box-filtered copy at most this big; averaging also drowns sensor noise.
+TRIM_WORK_SIZE = 256
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pnm", ".pbm"}
+)
+
+# What Pillow raises on files it cannot decode: it has no single base class for this.
+_DECODE_ERRORS = (
+    OSError,  # includes UnidentifiedImageError and "image file is truncated"
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    IndexError,
+    KeyError,
+    TypeError,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,  # escalated to an error below
+)
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open and decode an image file, EXIF orientation applied; EdgeError naming the file if it cannot.
+
+    Refuses images over MAX_PIXELS before decoding them (decompression bombs). Large JPEGs are decoded
+    at a reduced scale of at least JPEG_DRAFT_SIZE pixels per side.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise EdgeError(f"{path}: no such file")
+    if path.is_dir():
+        raise EdgeError(f"{path}: is a directory, not an image")
+    if path.stat().st_size == 0:
+        raise EdgeError(f"{path}: empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.format == "JPEG":
+                    img.draft(img.mode, (JPEG_DRAFT_SIZE, JPEG_DRAFT_SIZE))
+                _check_pixel_count(img, path)
+                img.load()
+                # exif_transpose returns a new image, which outlives the closed file.
+                return ImageOps.exif_transpose(img)
+    except EdgeError:
+        raise
+    except MemoryError as e:
+        raise EdgeError(f"{path}: image too large to decode in the available memory") from e
+    except Image.UnidentifiedImageError as e:
+        raise EdgeError(f"{path}: not an image file (or a format Pillow cannot read)") from e
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise EdgeError(f"{path}: refused, image is too large (possible decompression bomb): {e}") from e
+    except _DECODE_ERRORS as e:
+        raise EdgeError(f"{path}: cannot decode image, the file is truncated or corrupt ({e})") from e
+
+
+def _check_pixel_count(img: Image.Image, path: Path) -> None:
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        raise EdgeError(
+            f"{path}: refused, image declares {w}×{h} = {w * h / 1e6:.0f} Mpx, over the "
+            f"{MAX_PIXELS / 1e6:.0f} Mpx limit (possible decompression bomb)"
+        )
+
+
+def to_model_input(image: Image.Image | np.ndarray) -> np.ndarray:
+    """Any picture → the (28, 28) uint8 array the model expects (light garment on black).
+
+    A 28×28 grayscale image (mode "L", or a 2-D uint8 array) is returned unchanged; anything else goes
+    through the paper's conversion. Raises EdgeError (never another exception) if it cannot.
+    """
+    if isinstance(image, np.ndarray):
+        arr = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
+        if arr.dtype == np.uint8 and arr.shape == (SIZE, SIZE):
+            return np.array(arr, dtype=np.uint8)  # a copy: callers may reuse their buffer
+        image = _array_to_image(arr)
+    elif isinstance(image, Image.Image):
+        try:
+            image = ImageOps.exif_transpose(image)
+        except _DECODE_ERRORS as e:
+            raise EdgeError(f"cannot decode image or its EXIF orientation ({e})") from e
+        if image.mode == "L" and image.size == (SIZE, SIZE):
+            return np.array(image, dtype=np.uint8)
+    else:
+        raise EdgeError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
+    try:
+        return _photo_to_model_input(image)
+    except EdgeError:
+        raise
+    except _DECODE_ERRORS as e:
+        raise EdgeError(f"cannot convert {image.mode} image of size {image.size} ({e})") from e
+
+
+def normalize(images_uint8: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """(N, 28, 28) or (28, 28) uint8 → (N, 28, 28, 1) float32 (x/255 − mean)/std, the model's input."""
+    x = np.asarray(images_uint8)
+    if x.dtype != np.uint8:
+        raise EdgeError(f"expected uint8 pixels, got {x.dtype}")
+    if x.ndim == 2:
+        x = x[None]
+    elif x.ndim == 4 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.ndim != 3 or x.shape[1:] != (SIZE, SIZE):
+        raise EdgeError(f"expected images of shape (N, 28, 28), got {x.shape}")
+    if not std > 0:
+        raise EdgeError(f"normalization std must be positive, got {std}")
+    out = (x.astype(np.float32) / np.float32(255.0) - np.float32(mean)) / np.float32(std)
+    return out[..., None]
+
+
+def _array_to_image(arr: np.ndarray) -> Image.Image:
+    if arr.size == 0:
+        raise EdgeError(f"image array is empty (shape {arr.shape})")
+    if arr.dtype == np.bool_ and arr.ndim == 2:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype == np.uint16 and arr.ndim == 2:
+        arr = arr.astype("<u2")  # Pillow reads little-endian 16-bit arrays as mode I;16
+    elif arr.dtype != np.uint8:
+        raise EdgeError(f"expected a uint8 image array (0..255), got dtype {arr.dtype}")
+    # Pillow infers the mode: (H, W) → L, (H, W, 2) → LA, (H, W, 3) → RGB, (H, W, 4) → RGBA.
+    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (2, 3, 4)):
+        return Image.fromarray(np.ascontiguousarray(arr))
+    raise EdgeError(f"expected an image array of shape (H, W), (H, W, 3) or (H, W, 4), got {arr.shape}")
+
+
+def _photo_to_model_input(img: Image.Image) -> np.ndarray:
+    if img.width == 0 or img.height == 0:
+        raise EdgeError(f"image has no pixels (size {img.size})")
+    img = _to_8bit(img)
+    # (1) trim the edges that are close to the corner colour
+    box, background, negate = _content_box(img)
+    img = img.crop(box)
+    # (2) resize the longest edge to 28
+    scale = SIZE / max(img.size)
+    size = (max(1, min(SIZE, round(img.width * scale))), max(1, min(SIZE, round(img.height * scale))))
+    img = img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    # (3) sharpen with a Gaussian of sigma 1.0 (Pillow's "radius" is the standard deviation)
+    img = img.filter(ImageFilter.UnsharpMask(radius=1.0, percent=100, threshold=0))
+    # (4) extend the shortest edge to 28, centred, with the background colour
+    canvas = Image.new(img.mode, (SIZE, SIZE), background)
+    canvas.paste(img, ((SIZE - img.width) // 2, (SIZE - img.height) // 2))
+    # (5) negate: the dataset shows garments lighter than a black background. The paper's photos were
+    # dark-on-white, so it always negated; here a picture whose garment is already lighter than its
+    # background (a dataset image saved as RGB, a white shirt on a dark table) is not negated.
+    if negate:
+        canvas = ImageOps.invert(canvas)
+    # (6) 8-bit grayscale
+    gray = np.asarray(canvas.convert("L"), dtype=np.uint8)
+    # Beyond the paper, whose product photos were shot on white: a grey or tinted background would
+    # stay grey here, unlike any training image, so stretch the levels to put it at black.
+    floor = round(255 - _luma(background) if negate else _luma(background))
+    return _stretch_to_black(gray, floor)
+
+
+def _stretch_to_black(gray: np.ndarray, floor: int) -> np.ndarray:
+    """Map `floor` → 0 and 255 → 255 linearly, clipping below."""
+    if floor <= 0:
+        return gray.copy()
+    if floor >= 255:
+        return np.zeros_like(gray)
+    lut = np.clip(np.rint((np.arange(256) - floor) * 255.0 / (255 - floor)), 0, 255).astype(np.uint8)
+    return lut[gray]
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """Any Pillow mode → "L" or "RGB", transparency composited on white."""
+    mode = img.mode
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        return _wide_to_l(img)
+    if mode == "La":  # premultiplied alpha, which Pillow cannot convert: over white, c + (255 − alpha)
+        lum, alpha = (np.asarray(band, dtype=np.int16) for band in img.split())
+        return Image.fromarray(np.clip(lum + 255 - alpha, 0, 255).astype(np.uint8))
+    if mode in ("RGBA", "RGBa", "LA", "PA") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode in ("L", "RGB"):
+        return img
+    if mode == "1":
+        return img.convert("L")
+    try:
+        return img.convert("RGB")  # P, CMYK, YCbCr, LAB, HSV, RGBX …
+    except ValueError as e:
+        raise EdgeError(f"unsupported image mode {mode} ({e})") from e
+
+
+def _wide_to_l(img: Image.Image) -> Image.Image:
+    """16/32-bit integer or float grayscale → 8-bit. Integers above 255 are taken as 16-bit samples,
+    otherwise as 8-bit ones (Pillow's own L → I;16 conversion keeps 0..255); floats in 0..1 are scaled."""
+    with np.errstate(invalid="ignore"):  # signalling NaNs in float images
+        a = np.asarray(img).astype(np.float64)
+    a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+    if img.mode != "F" and a.max(initial=0) > 255:
+        a = a / 257.0  # 16-bit samples (older Pillow opens 16-bit PNGs as "I")
+    elif img.mode == "F" and a.min(initial=0) >= 0 and a.max(initial=0) <= 1.0:
+        a = a * 255.0  # floats in 0..1
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+
+
+def _content_box(img: Image.Image) -> tuple[tuple[int, int, int, int], int | tuple[int, ...], bool]:
+    """Box around what differs from the corner colour, that colour (for padding), and whether the
+    content is on the whole darker than it (so the picture needs negating)."""
+    w, h = img.size
+    factor = max(1, math.ceil(max(w, h) / TRIM_WORK_SIZE))
+    small = img.reduce(factor) if factor > 1 else img
+    a = np.asarray(small, dtype=np.int16)
+    if a.ndim == 2:
+        a = a[..., None]
+    # Median over 2×2 patches at the four corners: one noisy or occupied corner does not decide it.
+    patches = [a[:2, :2], a[:2, -2:], a[-2:, :2], a[-2:, -2:]]
+    corners = np.concatenate([p.reshape(-1, a.shape[2]) for p in patches])
+    background = np.rint(np.median(corners, axis=0)).astype(np.int16)
+    differs = np.abs(a - background).max(axis=2) > TRIM_TOLERANCE * 255
+    differs = _drop_isolated(differs)
+    rows, cols = np.flatnonzero(differs.any(axis=1)), np.flatnonzero(differs.any(axis=0))
+    fill = int(background[0]) if img.mode == "L" else tuple(int(c) for c in background)
+    if rows.size == 0:
+        return (0, 0, w, h), fill, _luma(fill) >= 128
+    luma = a[..., 0] if a.shape[2] == 1 else a[..., :3] @ np.array([0.299, 0.587, 0.114])
+    darker = float(luma[differs].mean()) < _luma(fill)
+    box = (
+        int(cols[0]) * factor,
+        int(rows[0]) * factor,
+        min(w, (int(cols[-1]) + 1) * factor),
+        min(h, (int(rows[-1]) + 1) * factor),
+    )
+    return box, fill, darker
+
+
+def _drop_isolated(mask: np.ndarray) -> np.ndarray:
+    """Keep pixels with at least 2 of their 8 neighbours set: lone noise pixels must not stop the trim."""
+    if mask.shape[0] < 3 or mask.shape[1] < 3:
+        return mask
+    padded = np.pad(mask, 1).astype(np.uint8)
+    h, w = mask.shape
+    neighbours = sum(
+        padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+        if dy or dx
+    )
+    return mask & (neighbours >= 2)
+
+
+def _luma(colour: int | tuple[int, ...]) -> float:
+    if isinstance(colour, int):
+        return float(colour)
+    r, g, b = colour[:3]
+    return 0.299 * r + 0.587 * g + 0.114 * b
