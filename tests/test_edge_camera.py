@@ -1,0 +1,144 @@
+"""edge_runtime.camera: a real video file through OpenCV, and the reconnect policy of the loop."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime.camera import RECONNECT_TRIES, frame_to_model_input, run_camera
+from edge_runtime.classifier import Classifier
+from edge_runtime.cli import main
+from edge_runtime.errors import EdgeError
+
+try:
+    from edge_models import REPO, build_once, fashion_mnist
+except ImportError:  # tests/ collected as a package
+    from tests.edge_models import REPO, build_once, fashion_mnist
+
+cv2 = pytest.importorskip("cv2")
+FRAMES = 24
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    return build_once(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    """An MJPG .avi of FRAMES dataset garments, each drawn dark on a light 160×120 BGR frame."""
+    path = tmp_path_factory.mktemp("video") / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (160, 120))
+    assert writer.isOpened()
+    for image in fashion_mnist("t10k", FRAMES)[0]:
+        frame = np.full((120, 160, 3), 235, np.uint8)
+        garment = cv2.resize(255 - image, (100, 100), interpolation=cv2.INTER_CUBIC)
+        frame[10:110, 30:130] = np.minimum(frame[10:110, 30:130], garment[..., None])
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_every_frame_of_a_video_is_classified(models, video):
+    script = Path(sys.executable).with_name("edge-classify")
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "edge_runtime"]
+    done = subprocess.run([*cmd, "--model", str(models / "model_int8.tflite"), "--camera", str(video),
+                           "--max-frames", "1000"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == FRAMES
+    assert lines[0].startswith("frame 1\t") and lines[-1].startswith(f"frame {FRAMES}\t")
+    assert all("fps" in line and "median" in line and " ms" in line for line in lines)
+    assert f"{FRAMES} frames" in done.stderr
+
+
+def test_max_frames_stops_early(models, video, capsys):
+    assert main(["--model", str(models / "model_int8.tflite"), "--camera", str(video), "--max-frames", "5"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 5
+
+
+def test_video_frames_classify_like_the_dataset_images(models, video):
+    clf = Classifier(models / "model_int8.tflite")
+    capture = cv2.VideoCapture(str(video))
+    frames = []
+    while len(frames) < FRAMES:
+        ok, frame = capture.read()
+        assert ok
+        frames.append(frame_to_model_input(frame))
+    capture.release()
+    images = fashion_mnist("t10k", FRAMES)[0]
+    agree = (clf.scores(np.stack(frames)).argmax(1) == clf.scores(images).argmax(1)).mean()
+    assert agree >= 0.75  # BGR order handled, garment found, polarity right (JPEG frames, small model)
+
+
+@pytest.mark.parametrize("source", ["missing.avi", "rtsp://127.0.0.1:9/none", "not-a-camera.txt"])
+def test_unavailable_source_fails_before_any_frame(models, tmp_path, capsys, source):
+    if source.endswith(".txt"):
+        (tmp_path / source).write_text("not a video")
+        source = str(tmp_path / source)
+    assert main(["--model", str(models / "model_int8.tflite"), "--camera", source]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and source in err
+
+
+class FlakyStream:
+    """A live source (not OpenCV: this exercises the loop's policy) that yields `frames` then drops."""
+
+    is_live = True
+
+    def __init__(self, frames: int) -> None:
+        self.name, self.left, self.closed = "flaky", frames, False
+
+    def read(self):
+        if self.left == 0:
+            return None
+        self.left -= 1
+        return np.full((40, 30, 3), 200, np.uint8)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_reconnect_reopens_a_dropped_stream(models):
+    clf = Classifier(models / "model_int8.tflite")
+    opened, waits = [], []
+
+    def opener(source):
+        opened.append(FlakyStream(3))
+        return opened[-1]
+
+    out = io.StringIO()
+    count = run_camera(clf, "rtsp://cam", max_frames=7, reconnect=True, opener=opener, sleep=waits.append,
+                       out=out, err=io.StringIO())
+    assert count == 7 and len(out.getvalue().splitlines()) == 7
+    assert len(opened) == 3 and waits == [0.5, 0.5] and all(s.closed for s in opened)
+
+
+def test_without_reconnect_a_dropped_stream_ends_cleanly(models):
+    clf = Classifier(models / "model_int8.tflite")
+    count = run_camera(clf, "rtsp://cam", max_frames=100, opener=lambda s: FlakyStream(4), sleep=pytest.fail,
+                       out=io.StringIO(), err=io.StringIO())
+    assert count == 4
+
+
+def test_reconnect_gives_up_after_bounded_backoff(models):
+    clf = Classifier(models / "model_int8.tflite")
+    waits, err = [], io.StringIO()
+    calls = []
+
+    def opener(source):
+        calls.append(source)
+        if len(calls) == 1:
+            return FlakyStream(2)
+        raise EdgeError(f"{source}: cannot open stream")
+
+    count = run_camera(clf, "rtsp://cam", reconnect=True, opener=opener, sleep=waits.append,
+                       out=io.StringIO(), err=err)
+    assert count == 2
+    assert waits == [0.5 * 2**i for i in range(RECONNECT_TRIES)]
+    assert f"giving up after {RECONNECT_TRIES} tries" in err.getvalue()

@@ -1,0 +1,242 @@
+"""edge_runtime.preprocess: dataset passthrough, photo conversion, and refusing bad files."""
+
+from __future__ import annotations
+
+import io
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from edge_runtime.errors import EdgeError
+from edge_runtime.preprocess import load_image, normalize, to_model_input
+
+try:
+    from edge_models import REPO, fashion_mnist
+except ImportError:  # tests/ collected as a package
+    from tests.edge_models import REPO, fashion_mnist
+
+MODES = ["1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV",
+         "I", "I;16", "I;16B", "I;16L", "F"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dataset_images():
+    return fashion_mnist("t10k", 20)[0]
+
+
+def photo_of(garment: np.ndarray, size=(120, 200), background=(245, 243, 240)) -> Image.Image:
+    """A dark garment (the dataset image negated, scaled up) on a light RGB canvas."""
+    h = min(size) * 3 // 4
+    dark = Image.fromarray(255 - garment).resize((h, h), Image.Resampling.BICUBIC)
+    canvas = np.empty((size[1], size[0], 3), np.uint8)
+    canvas[:] = background
+    y0, x0 = (size[1] - h) // 2, (size[0] - h) // 2
+    region = canvas[y0 : y0 + h, x0 : x0 + h]
+    canvas[y0 : y0 + h, x0 : x0 + h] = np.minimum(region, np.asarray(dark)[..., None])
+    return Image.fromarray(canvas)
+
+
+def test_dataset_image_passes_through_bit_exact(dataset_images, tmp_path):
+    for img in dataset_images:
+        assert np.array_equal(to_model_input(img), img)
+        assert np.array_equal(to_model_input(Image.fromarray(img)), img)
+        assert np.array_equal(to_model_input(img[..., None]), img)
+    path = tmp_path / "dataset.png"
+    Image.fromarray(dataset_images[0]).save(path)
+    assert np.array_equal(to_model_input(load_image(path)), dataset_images[0])
+
+
+def test_passthrough_returns_a_copy(dataset_images):
+    img = dataset_images[0].copy()
+    out = to_model_input(img)
+    out[:] = 0
+    assert img.any()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "I;16", "CMYK", "LA", "1"])
+def test_other_modes_give_28x28_uint8(dataset_images, mode):
+    photo = photo_of(dataset_images[1])
+    img = photo.convert("L").convert(mode) if mode in ("I;16", "LA", "1") else photo.convert(mode)
+    out = to_model_input(img)
+    assert out.shape == (28, 28) and out.dtype == np.uint8
+    assert out.max() > 100, "the garment should come out light"
+
+
+def test_photo_conversion_makes_light_garment_on_black(dataset_images):
+    out = to_model_input(photo_of(dataset_images[0]))
+    assert out[0, 0] == 0 and out[-1, -1] == 0
+    # the garment fills the longest edge, as in the dataset
+    rows = np.flatnonzero((out > 30).any(axis=1))
+    cols = np.flatnonzero((out > 30).any(axis=0))
+    assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 >= 26
+
+
+def test_transparent_pixels_count_as_white_background():
+    rgba = np.zeros((50, 40, 4), np.uint8)
+    rgba[..., :3] = 7  # dark colour under full transparency must not show
+    rgba[10:40, 10:30] = (30, 30, 30, 255)  # an opaque dark garment
+    out = to_model_input(Image.fromarray(rgba))
+    assert out[0, 0] == 0
+    assert out[14, 14] > 200  # the garment, negated
+
+
+def test_16_bit_images_use_their_full_range():
+    a = np.full((40, 30), 60000, np.uint16)
+    a[5:35, 5:25] = 3000
+    out = to_model_input(Image.fromarray(a))
+    assert out[0, 0] == 0 and out[20, 14] > 200
+
+
+def test_exif_rotated_photo_matches_the_manually_rotated_one(dataset_images, tmp_path):
+    upright = photo_of(dataset_images[3], size=(90, 160))  # portrait, so a wrong rotation shows
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    stored.save(tmp_path / "exif.png", exif=exif)
+    upright.save(tmp_path / "upright.png")
+    stored.save(tmp_path / "exif.jpg", exif=exif, quality=95)
+    upright.save(tmp_path / "upright.jpg", quality=95)
+
+    assert load_image(tmp_path / "exif.png").size == upright.size
+    expected = to_model_input(load_image(tmp_path / "upright.png"))
+    assert np.array_equal(to_model_input(load_image(tmp_path / "exif.png")), expected)
+    # also when given the PIL image straight from Image.open, EXIF tag still on it
+    assert np.array_equal(to_model_input(Image.open(tmp_path / "exif.png")), expected)
+    # JPEG: the two files are compressed differently, so close rather than equal
+    a = to_model_input(load_image(tmp_path / "exif.jpg")).astype(int)
+    b = to_model_input(load_image(tmp_path / "upright.jpg")).astype(int)
+    assert np.abs(a - b).mean() < 4
+    assert np.abs(a - np.rot90(b)[:, :]).mean() > np.abs(a - b).mean()
+
+
+def test_normalize_adds_channel_axis_and_scales():
+    x = np.array([[[0, 255] * 14] * 28], np.uint8)
+    out = normalize(x, 0.5, 0.25)
+    assert out.shape == (1, 28, 28, 1) and out.dtype == np.float32
+    assert out[0, 0, 0, 0] == pytest.approx(-2.0) and out[0, 0, 1, 0] == pytest.approx(2.0)
+    assert normalize(x[0], 0, 1).shape == (1, 28, 28, 1)
+    with pytest.raises(EdgeError):
+        normalize(x.astype(np.float32), 0, 1)
+
+
+# --- files that must be refused, naming the file -------------------------------------------------
+
+
+def test_truncated_jpeg_names_the_file(dataset_images, tmp_path):
+    buf = io.BytesIO()
+    photo_of(dataset_images[0]).save(buf, "JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(EdgeError, match="cut.jpg.*truncated"):
+        load_image(path)
+
+
+def test_empty_file_names_the_file(tmp_path):
+    path = tmp_path / "empty.png"
+    path.write_bytes(b"")
+    with pytest.raises(EdgeError, match=r"empty.png: empty file \(0 bytes\)"):
+        load_image(path)
+
+
+def test_non_image_names_the_file(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("this is not a picture\n")
+    with pytest.raises(EdgeError, match="notes.png: not an image"):
+        load_image(path)
+
+
+def test_missing_file_and_folder_name_the_path(tmp_path):
+    with pytest.raises(EdgeError, match="nope.jpg: no such file"):
+        load_image(tmp_path / "nope.jpg")
+    with pytest.raises(EdgeError, match="is a directory"):
+        load_image(tmp_path)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header declares width×height 8-bit gray pixels, with a tiny IDAT."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bombs_are_refused_without_allocating(tmp_path):
+    """Run with the address space capped ~200 MB above the start: decoding either bomb (10 GB and
+    81 MB of pixels) would fail with MemoryError instead of the 'refused' EdgeError."""
+    (tmp_path / "huge.png").write_bytes(_png_header_only(100_000, 100_000))  # PIL's own limit trips
+    (tmp_path / "big.png").write_bytes(_png_header_only(9_000, 9_000))  # under PIL's, over ours (64 Mpx)
+    Image.fromarray(np.zeros((1000, 1000), np.uint8)).save(tmp_path / "fine.png")
+    code = textwrap.dedent(
+        """
+        import resource, sys
+        from edge_runtime.preprocess import load_image
+        from edge_runtime.errors import EdgeError
+        vm = int([l for l in open("/proc/self/status") if l.startswith("VmSize")][0].split()[1]) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (vm + 200 * 2**20, resource.RLIM_INFINITY))
+        for name in ("huge.png", "big.png"):
+            try:
+                load_image(sys.argv[1] + "/" + name)
+                print(name, "LOADED")
+            except EdgeError as e:
+                print(name, e)
+        print("fine.png", load_image(sys.argv[1] + "/fine.png").size)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                          cwd=REPO, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("huge.png") and "huge.png: refused" in lines[0]
+    assert lines[1].startswith("big.png") and "big.png: refused" in lines[1] and "64 Mpx" in lines[1]
+    assert lines[2] == "fine.png (1000, 1000)"
+
+
+def test_unsupported_inputs_raise_edge_error():
+    with pytest.raises(EdgeError, match="expected a PIL image"):
+        to_model_input("not an image object")
+    with pytest.raises(EdgeError, match="uint8"):
+        to_model_input(np.zeros((28, 28), np.float32))
+    with pytest.raises(EdgeError, match="empty"):
+        to_model_input(np.zeros((0, 5), np.uint8))
+
+
+# --- property: any size, any mode → (28, 28) uint8 or EdgeError, never anything else -----------
+
+
+@st.composite
+def any_image(draw):
+    mode = draw(st.sampled_from(MODES))
+    size = (draw(st.integers(1, 300)), draw(st.integers(1, 300)))
+    n_bytes = len(Image.new(mode, (1, 1)).tobytes()) * size[0] * size[1] + size[1]  # "1" packs rows
+    kind = draw(st.sampled_from(["noise", "constant", "blob"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if kind == "noise":
+        data = rng.integers(0, 256, n_bytes, dtype=np.uint8).tobytes()
+    elif kind == "constant":
+        data = bytes([draw(st.integers(0, 255))]) * n_bytes
+    else:
+        data = np.where(rng.random(n_bytes) < 0.2, 30, 240).astype(np.uint8).tobytes()
+    img = Image.frombytes(mode, size, data)
+    if mode in ("P", "RGB", "L") and draw(st.booleans()):
+        img.info["transparency"] = 0 if mode != "RGB" else (0, 0, 0)
+    return img
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(any_image())
+def test_any_image_gives_28x28_uint8_or_edge_error(img):
+    try:
+        out = to_model_input(img)
+    except EdgeError:
+        return
+    assert out.shape == (28, 28) and out.dtype == np.uint8
