@@ -91,6 +91,15 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_pngs(args) -> int:
+    from . import data
+    x, y, xt, yt, source = data.load_raw(args.data_dir)
+    images, labels = (xt, yt) if args.split == "test" else (x, y)
+    n = data.write_pngs(images[: args.limit], labels[: args.limit], args.out)
+    print(f"wrote {n} {args.split} images from {source} to {args.out}/<class>_<name>/", file=sys.stderr)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +126,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-report", dest="write_report", action="store_false",
                    help="do not write the table into <export-dir>/report.md")
     p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("pngs", help="write the official images as PNG files, one folder per class")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--split", choices=["test", "train"], default="test")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_pngs)
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     try:

@@ -226,3 +226,14 @@ def load(cfg) -> Splits:
     x, y, xt, yt, source = load_raw(cfg.data.data_dir)
     return split(x, y, xt, yt, val_size=cfg.data.val_size, seed=cfg.seed,
                  train_limit=cfg.data.train_limit, test_limit=cfg.data.test_limit, source=source)
+
+
+def write_pngs(x: np.ndarray, y: np.ndarray, out_dir: str | Path) -> int:
+    """Each image as an 8-bit grayscale PNG in <out_dir>/<class index>_<class name>/<n>.png."""
+    from PIL import Image
+    out_dir = Path(out_dir)
+    for c, name in enumerate(CLASS_NAMES):
+        (out_dir / f"{c}_{name.replace('/', '_')}").mkdir(parents=True, exist_ok=True)
+    for i, (img, label) in enumerate(zip(x, y)):
+        Image.fromarray(img, mode="L").save(out_dir / f"{label}_{CLASS_NAMES[label].replace('/', '_')}" / f"{i:05d}.png")
+    return len(y)
