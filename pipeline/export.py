@@ -130,6 +130,9 @@ def run(cfg: Config) -> dict:
 
     progress("prune", f"target sparsity {cfg.prune.target_sparsity:.0%}, {cfg.prune.epochs} fine-tune epochs")
     pruned, prune_info = prune.prune_or_load(model, cfg, splits, train.cache_key(cfg))
+    # Measured here from both models, never taken from a cache: what pruning buys once compressed.
+    prune_info = {**prune_info, "kernel_gzip_bytes_before": prune.kernel_gzip_bytes(model),
+                  "kernel_gzip_bytes_after": prune.kernel_gzip_bytes(pruned)}
     ref_probs = train.predict(pruned, splits.x_test, cfg)
     ref_pred = ref_probs.argmax(1)
     ref_acc = float((ref_pred == splits.y_test).mean())

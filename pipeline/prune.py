@@ -44,7 +44,11 @@ def prune(model: keras.Model, cfg: Config, splits) -> tuple[keras.Model, dict]:
     schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=p.target_sparsity,
                                                     begin_step=0, end_step=max(1, int(total * p.ramp_fraction)),
                                                     frequency=max(1, steps // 4))
-    pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
+    # prune_low_magnitude wraps the very layer objects it is given: prune a copy, so the caller's
+    # float model keeps its weights (the report compares the two).
+    base = keras.models.clone_model(model)
+    base.set_weights(model.get_weights())
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(base, pruning_schedule=schedule)
     training.compile_model(pruned, cfg, steps, p.epochs, lr=p.lr)
     # compile_model warms up for cfg.train.warmup_epochs; a fine-tune starts at its peak instead.
     pruned.optimizer.learning_rate.warmup = 0
@@ -57,8 +61,6 @@ def prune(model: keras.Model, cfg: Config, splits) -> tuple[keras.Model, dict]:
     info = {
         "target_sparsity": p.target_sparsity,
         "measured_sparsity": round(kernel_sparsity(stripped), 4),
-        "kernel_gzip_bytes_before": kernel_gzip_bytes(model),
-        "kernel_gzip_bytes_after": kernel_gzip_bytes(stripped),
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
     }
     return stripped, info

@@ -42,6 +42,10 @@ def test_quick_export_writes_every_artifact_with_matching_sha256(quick):
     assert i8["input"]["dtype"] == "int8" and i8["output"]["dtype"] == "int8"
     assert i8["bytes"] < next(a for a in on_disk["artifacts"] if a["file"] == "model_float.tflite")["bytes"] / 3
     assert on_disk["pruning"]["measured_sparsity"] >= 0.49
+    # pruning pays off once compressed: the float model before pruning compresses worse
+    assert on_disk["pruning"]["kernel_gzip_bytes_after"] < 0.8 * on_disk["pruning"]["kernel_gzip_bytes_before"]
+    fl = next(a for a in on_disk["artifacts"] if a["file"] == "model_float.tflite")
+    assert fl["gzip_bytes"] < on_disk["sizes"]["unpruned_float_tflite"]["gzip_bytes"]
     assert not list(out.parent.glob(".exported-staging-*"))
 
 
