@@ -134,6 +134,11 @@ class TFLiteBackend:
         try:
             self._interp = Interpreter(model_path=str(path), num_threads=num_threads)
             self._interp.allocate_tensors()
+        except SystemError as e:
+            # tflite-runtime 2.14 is built against numpy 1.x and fails like this under numpy 2.
+            import numpy
+            raise EdgeError(f"{path}: the TFLite interpreter failed to start ({e}); tflite-runtime needs "
+                            f"numpy<2 (numpy {numpy.__version__} is installed)") from e
         except (ValueError, RuntimeError) as e:
             raise EdgeError(f"{path}: cannot load TFLite model ({e}); the file is corrupt or truncated") from e
         inputs, outputs = self._interp.get_input_details(), self._interp.get_output_details()
