@@ -135,12 +135,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     try:
-        return args.func(args)
+        code = args.func(args)
+        print(f"[{args.command}] wall time {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        return code
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except OSError as e:          # disk full, permissions, file too large: one line, nothing promoted
         print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 1
-    finally:
-        print(f"[{args.command}] wall time {time.perf_counter() - t0:.0f} s", file=sys.stderr)
