@@ -53,6 +53,16 @@ test: venv data
 test-fast: venv data
 	$(BIN)/python -m pytest -q -m "not slow and not pi" $(ARGS)
 
+# Benchmarks and regression gates (benchmarks/bench.py). Figures are measured on one thread; the gates in
+# tests/test_regression.py compare ratios against the committed benchmarks/baseline.json.
+bench: venv data
+	$(BIN)/python -m benchmarks.bench $(ARGS)
+
+# Accept the current figures on purpose: re-measures, rewrites the latency ratios in benchmarks/baseline.json
+# (size budgets are kept; raise one by hand), then review `git diff benchmarks/baseline.json` and commit.
+bench-baseline: venv data
+	$(BIN)/python -m benchmarks.bench --write-baseline $(ARGS)
+
 pi-check: venv data
 	$(BIN)/python scripts/pi_check.py $(ARGS)
 

@@ -1,0 +1,146 @@
+"""Regression gates on the release in exported/ against the committed benchmarks/baseline.json.
+
+Real files, real interpreters. Sizes are judged against budgets and the manifest; latency only as
+ratios measured together in this process (the machine is shared, absolute times are noise); accuracy
+by re-running the int8 artifacts on the test set and comparing the exact count of correct answers.
+Set FASHION_EDGE_EXPORTED to gate another release folder (a candidate, or a deliberately broken copy).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks import bench
+
+RELEASE = bench.exported_dir()
+BASELINE_NAME = "benchmarks/baseline.json"
+OTHERS = [n for n in bench.ARTIFACTS if n != bench.REFERENCE]
+INT8 = ["model_int8.tflite", "model_int8.onnx"]
+# Batch-1 calls per edge artifact (~0.2 ms each) and Keras predict calls (~50 ms each), in 20
+# round-robin rounds: stable medians in about ten seconds.
+EDGE_CALLS, KERAS_CALLS, ROUNDS = 4000, 60, 20
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict:
+    return bench.load_manifest(RELEASE)
+
+
+@pytest.fixture(scope="module")
+def baseline() -> dict:
+    return bench.load_baseline()
+
+
+def _gate(ok: bool, message: str) -> None:
+    """Fail with just the message (figure, measured value, budget, where the budget comes from)."""
+    if not ok:
+        pytest.fail(message, pytrace=False)
+
+
+def _path(name: str):
+    path = RELEASE / name
+    if not path.is_file():
+        pytest.fail(f"{name} missing from {RELEASE}", pytrace=False)
+    return path
+
+
+# --- size -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", bench.ARTIFACTS)
+def test_size_within_baseline_budget(name, baseline):
+    size = _path(name).stat().st_size
+    budget = baseline["artifacts"][name]["max_bytes"]
+    _gate(size <= budget, f"{name} size {size} B > budget {budget} B ({BASELINE_NAME})")
+
+
+@pytest.mark.parametrize("name", bench.ARTIFACTS)
+def test_size_within_manifest_bytes(name, manifest, baseline):
+    size = _path(name).stat().st_size
+    entry = {a["file"]: a for a in manifest["artifacts"]}.get(name)
+    _gate(entry is not None, f"{name} is not listed in {RELEASE / 'manifest.json'}")
+    tolerance = baseline.get("manifest_size_tolerance", 1.05)
+    limit = int(entry["bytes"] * tolerance)
+    _gate(size <= limit, f"{name} size {size} B > {tolerance:.0%} of the manifest's {entry['bytes']} B = {limit} B "
+                         f"({RELEASE / 'manifest.json'})")
+
+
+# --- latency (ratios measured in this process) ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def latency(manifest) -> dict[str, np.ndarray]:
+    """Batch-1 seconds per call (rounds × calls) of each artifact and of Keras predict, measured round-robin."""
+    bench.pin_tensorflow_threads()
+    model, _ = bench.load_keras(manifest, RELEASE)
+    norm = manifest["input"]["normalization"]
+    one = bench.sample_images(1)
+    runners = {n: bench.edge_runner(_path(n), one) for n in bench.ARTIFACTS}
+    runners[bench.KERAS] = bench.keras_runner(model, norm["mean"], norm["std"], one)
+    calls = {**{n: EDGE_CALLS for n in bench.ARTIFACTS}, bench.KERAS: KERAS_CALLS}
+    return bench.interleaved(runners, calls, rounds=ROUNDS)
+
+
+def _ms(times: np.ndarray) -> str:
+    return f"{np.median(times) * 1e3:.3f} ms"
+
+
+def _ratio_budget(name: str, baseline: dict) -> tuple[float, float, float]:
+    committed = baseline["artifacts"][name]["latency_ratio_vs_float_tflite"]
+    tolerance = baseline.get("latency_tolerance", bench.TOLERANCE)
+    return committed * tolerance, committed, tolerance
+
+
+@pytest.mark.parametrize("name", OTHERS)
+def test_latency_ratio_vs_float_tflite_within_baseline(name, latency, baseline):
+    ratio = bench.ratio(latency, name)
+    budget, committed, tolerance = _ratio_budget(name, baseline)
+    _gate(ratio <= budget, (
+        f"{name} batch-1 latency ÷ {bench.REFERENCE} {ratio:.2f} > budget {budget:.2f} "
+        f"(baseline {committed} × {tolerance}, {BASELINE_NAME}); medians {_ms(latency[name])} vs "
+        f"{_ms(latency[bench.REFERENCE])}"))
+
+
+@pytest.mark.parametrize("name", bench.ARTIFACTS)
+def test_latency_edge_runtime_100x_below_keras_predict(name, latency, baseline):
+    factor = baseline.get("min_keras_over_edge", bench.MIN_KERAS_OVER_EDGE)
+    speedup = bench.ratio(latency, bench.KERAS, name)
+    _gate(speedup >= factor, (
+        f"{name} batch-1 latency {_ms(latency[name])} is only {speedup:.0f}× below Keras predict's "
+        f"{_ms(latency[bench.KERAS])}; budget: at least {factor}× ({BASELINE_NAME})"))
+
+
+def test_latency_figures_reported(latency, baseline, capsys):
+    """Prints the measured ratios. int8 ÷ float is information, not a gate: int8 is not faster on every CPU."""
+    lines = [f"{name} ÷ {bench.REFERENCE} {bench.ratio(latency, name):.2f} (budget {_ratio_budget(name, baseline)[0]:.2f})"
+             for name in OTHERS]
+    info = baseline.get("info", {})
+    for fmt in ("tflite", "onnx"):
+        lines.append(f"{fmt} int8 ÷ float {bench.ratio(latency, f'model_int8.{fmt}', f'model_float.{fmt}'):.2f} "
+                     f"(baseline {info.get(f'int8_over_float_{fmt}', '?')})")
+    slowest = min(bench.ratio(latency, bench.KERAS, n) for n in bench.ARTIFACTS)
+    lines.append(f"Keras predict ÷ slowest edge artifact {slowest:,.0f}× (budget ≥ "
+                 f"{baseline.get('min_keras_over_edge', bench.MIN_KERAS_OVER_EDGE)}×)")
+    with capsys.disabled():
+        print("\n" + "\n".join(f"  [regression] {line}" for line in lines))
+
+
+# --- accuracy -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def test_set(manifest):
+    from pipeline import data
+    _, _, x_test, y_test, _ = data.load_raw()
+    n = int(manifest.get("test_images", len(y_test)))   # a quick export evaluates a prefix
+    return x_test[:n], y_test[:n]
+
+
+@pytest.mark.parametrize("name", INT8)
+def test_int8_accuracy_reproduces_manifest_count(name, manifest, test_set):
+    from edge_runtime.classifier import Classifier
+    x, y = test_set
+    entry = {a["file"]: a for a in manifest["artifacts"]}[name]
+    # Two threads, as pipeline/validate.py ran it; integer kernels give the same answers on any count.
+    pred = Classifier(_path(name), num_threads=2).scores(x).argmax(1)
+    correct = int((pred == y).sum())
+    _gate(correct == entry["correct"], (
+        f"{name} correct answers {correct}/{len(y)} != manifest's {entry['correct']} "
+        f"(accuracy {correct / len(y):.4f} vs {entry['accuracy']}, {RELEASE / 'manifest.json'})"))
