@@ -22,7 +22,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", dest="train.lr", type=float, help="peak learning rate")
     p.add_argument("--optimizer", dest="train.optimizer", choices=["sgd", "adam"],
                    help="sgd: Nesterov, warm-up + cosine (the recipe); adam: the seeds' tutorial way")
-    p.add_argument("--no-augment", dest="train.augment", action="store_const", const=False)
+    p.add_argument("--no-augment", dest="train.augment", action="store_const", const=False,
+                   help="train without the pad-and-crop + flip augmentation")
     p.add_argument("--data-dir", dest="data.data_dir",
                    help="folder with the four IDX files (else $FASHION_MNIST_DIR, the Debian package, "
                         "the Keras cache, then a checked download)")
@@ -55,16 +56,6 @@ def cmd_train(args) -> int:
 def cmd_export(args) -> int:
     from . import export
     cfg = _config(args)
-    if args.target_sparsity is not None:
-        cfg.prune.target_sparsity = args.target_sparsity
-    if args.prune_epochs is not None:
-        cfg.prune.epochs = args.prune_epochs
-    if args.max_drop_pp is not None:
-        cfg.gate.max_drop_pp = args.max_drop_pp
-    if args.min_agreement is not None:
-        cfg.gate.min_agreement = args.min_agreement
-    if args.calibration_size is not None:
-        cfg.quant.calibration_size = args.calibration_size
     manifest = export.run(cfg)
     summary = {a["file"]: {"bytes": a["bytes"], "accuracy": a["accuracy"], "agreement": a["agreement_with_float"]}
                for a in manifest["artifacts"]}
@@ -110,11 +101,11 @@ def main(argv=None) -> int:
                                       "every artifact and promote to exported/ only if the parity gate passes")
     _common(p)
     p.add_argument("--export-dir", dest="export_dir", help="release folder (default: exported)")
-    p.add_argument("--target-sparsity", type=float, help="pruning target (default 0.5)")
-    p.add_argument("--prune-epochs", type=int, help="pruning fine-tune epochs")
-    p.add_argument("--calibration-size", type=int, help="int8 calibration images from the training split")
-    p.add_argument("--max-drop-pp", type=float, help="gate: largest accuracy drop vs float, in pp (default 0.3)")
-    p.add_argument("--min-agreement", type=float, help="gate: smallest top-1 agreement with float (default 0.99)")
+    p.add_argument("--target-sparsity", dest="prune.target_sparsity", type=float, help="pruning target (default 0.5)")
+    p.add_argument("--prune-epochs", dest="prune.epochs", type=int, help="pruning fine-tune epochs")
+    p.add_argument("--calibration-size", dest="quant.calibration_size", type=int, help="int8 calibration images from the training split")
+    p.add_argument("--max-drop-pp", dest="gate.max_drop_pp", type=float, help="gate: largest accuracy drop vs float, in pp (default 0.3)")
+    p.add_argument("--min-agreement", dest="gate.min_agreement", type=float, help="gate: smallest top-1 agreement with float (default 0.99)")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("compare", help="train/evaluate several models into one table (params, MACs, float and "
                                        "int8 accuracy, int8 size, batch-1 latency), or a k-fold estimate")
@@ -132,6 +123,11 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_pngs)
+    for subparser in sub.choices.values():      # `--epochs N`, not `--epochs TRAIN.EPOCHS`
+        for action in subparser._actions:
+            if "." in (action.dest or "") and action.metavar is None and action.nargs != 0 \
+                    and not action.choices:
+                action.metavar = action.dest.rsplit(".", 1)[1].upper()
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     try:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, export_onnx, prune, quantize, report, train, validate
+from . import data, export_onnx, models, prune, quantize, report, train, validate
 from .config import Config
 from .errors import GateError
 
@@ -214,7 +214,7 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
     manifest.update(
         test_images=int(len(splits.y_test)),
         float_reference={"accuracy": round(ref_acc, 4), "unpruned_accuracy": round(float_acc, 4),
-                         "params": int(pruned.count_params()), "macs": int(_macs(pruned)),
+                         "params": int(pruned.count_params()), "macs": int(models.macs(pruned)),
                          "what": "the pruned tf_keras model every artifact was converted from"},
         pruning={k: v for k, v in prune_info.items() if k != "history"},
         onnx_int8={"chosen": best, "candidates": choice,
@@ -233,7 +233,3 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
     write_json(out / "manifest.json", manifest)
     return manifest
 
-
-def _macs(model) -> int:
-    from .models import macs
-    return macs(model)
