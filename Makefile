@@ -12,6 +12,7 @@ export TF_USE_LEGACY_KERAS := 1
 export CUDA_VISIBLE_DEVICES := -1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
+export TF_ENABLE_ONEDNN_OPTS := 1
 
 .PHONY: help venv data export test test-fast bench bench-baseline pi-check clean
 

@@ -34,6 +34,7 @@ class TrainConfig:
     weight_decay: float = 5e-4        # SGD weight-decay equivalent, applied as L2 on kernels only
     label_smoothing: float = 0.1
     augment: bool = True              # pad 2 px + random crop 28 + horizontal flip
+    photo_augment: float = 0.0        # share of training images given the "phone photo" transform
     jit_compile: bool = False
 
 
