@@ -16,7 +16,7 @@ from PIL import Image
 from .backends import Backend, load_backend
 from .errors import EdgeError
 from .preprocess import load_image, normalize, to_model_input
-from .quant import QuantParams, dequantize, quantize, softmax
+from .quant import QuantParams, dequantize, quantize, softmax, temperature_scale
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA = 1
@@ -98,9 +98,12 @@ class Classifier:
         verify: bool = True,
         *,
         apply_softmax: bool = False,
+        calibrated: bool = True,
     ) -> None:
         # apply_softmax: the exported models end in softmax and output probabilities; set it only for
-        # a model whose last layer outputs logits.
+        # a model whose last layer outputs logits. calibrated: apply the temperature the manifest gives
+        # for this file (fitted on the validation split at export), so a score of 0.8 is right ~80 %
+        # of the time on test images; False gives the model's raw scores.
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise EdgeError(f"{self.model_path}: model file not found")
@@ -124,6 +127,10 @@ class Classifier:
         self.std = float(norm.get("std", 1.0))
         self.input_quant = self._quant("input", self.backend.input_dtype, self.backend.input_quant)
         self.output_quant = self._quant("output", self.backend.output_dtype, self.backend.output_quant)
+        calibration = (self.artifact or {}).get("calibration") or {}
+        self.temperature = float(calibration.get("temperature", 1.0)) if calibrated else 1.0
+        if not self.temperature > 0:
+            raise EdgeError(f"{manifest_path}: temperature for {self.model_path.name} must be positive")
 
         n_out = int(np.prod([d for d in self.backend.output_shape[1:] if d is not None]))
         if n_out != len(self.labels):
@@ -174,7 +181,7 @@ class Classifier:
             x = quantize(x, self.input_quant, self.backend.input_dtype)
         raw = self.backend.run(x).reshape(n, -1)
         out = dequantize(raw, self.output_quant) if self.output_quant is not None else raw.astype(np.float32)
-        return softmax(out) if self.apply_softmax else out
+        return temperature_scale(softmax(out) if self.apply_softmax else out, self.temperature)
 
     def classify(self, image: ImageLike, top_k: int = 3) -> list[Prediction]:
         """Top-k predictions for one image: a path, a PIL image or a numpy array."""

@@ -3,6 +3,13 @@
 A 28×28 grayscale image is taken to be dataset-style and passes through bit-exact. Any other picture
 goes through the conversion the Fashion-MNIST paper used on product photos (Xiao et al. 2017, §2):
 trim → resize longest edge to 28 → sharpen → extend shortest edge to 28 → negate → 8-bit grayscale.
+
+The paper's photos were shot on plain white. A phone photo of a shirt on a bed is not: its edges are
+not one colour, so the trim keeps the whole bed. When the border of a picture is not plain, the
+garment is first cut out (`foreground_mask`: OpenCV GrabCut seeded from a rectangle just inside the
+border, then the part connected to the centre, holes filled), and the background is replaced by
+the dataset's black. Measured on real-photos-dev with the same model: 36 % top-1 with the plain
+conversion, 46 % with the cut-out (see exported/report.md for the shipped model's figures).
 """
 
 from __future__ import annotations
@@ -28,6 +35,15 @@ JPEG_DRAFT_SIZE = 512
 TRIM_TOLERANCE = 0.05
 # The trim box is searched on a box-filtered copy at most this big; averaging also drowns sensor noise.
 TRIM_WORK_SIZE = 256
+# A border is "plain" (a product shot) when this share of it is within TRIM_TOLERANCE of the corner colour.
+PLAIN_BORDER_SHARE = 0.9
+# Foreground extraction works on a copy this big (long side): GrabCut is ~35 ms per photo at 96 px on x86.
+MASK_WORK_SIZE = 96
+# GrabCut's "probably foreground" rectangle starts this share of the size in from each edge.
+MASK_MARGIN = 0.03
+MASK_ITERATIONS = 4
+# Levels of a cut-out garment (negated) are stretched to this floor..255, so a white shirt stays visible.
+GARMENT_FLOOR = 40
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pnm", ".pbm"}
 )
@@ -155,13 +171,19 @@ def _photo_to_model_input(img: Image.Image) -> np.ndarray:
     if img.width == 0 or img.height == 0:
         raise EdgeError(f"image has no pixels (size {img.size})")
     img = _to_8bit(img)
+    box, background, negate, plain = _content_box(img)
+    if not plain:
+        cut = _cut_out(img)
+        if cut is not None:
+            return cut
+    return _paper_conversion(img, box, background, negate)
+
+
+def _paper_conversion(img: Image.Image, box, background, negate: bool) -> np.ndarray:
     # (1) trim the edges that are close to the corner colour
-    box, background, negate = _content_box(img)
     img = img.crop(box)
     # (2) resize the longest edge to 28
-    scale = SIZE / max(img.size)
-    size = (max(1, min(SIZE, round(img.width * scale))), max(1, min(SIZE, round(img.height * scale))))
-    img = img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    img = _resize_longest(img, Image.Resampling.LANCZOS)
     # (3) sharpen with a Gaussian of sigma 1.0 (Pillow's "radius" is the standard deviation)
     img = img.filter(ImageFilter.UnsharpMask(radius=1.0, percent=100, threshold=0))
     # (4) extend the shortest edge to 28, centred, with the background colour
@@ -178,6 +200,97 @@ def _photo_to_model_input(img: Image.Image) -> np.ndarray:
     # stay grey here, unlike any training image, so stretch the levels to put it at black.
     floor = round(255 - _luma(background) if negate else _luma(background))
     return _stretch_to_black(gray, floor)
+
+
+def _resize_longest(img: Image.Image, method) -> Image.Image:
+    scale = SIZE / max(img.size)
+    size = (max(1, min(SIZE, round(img.width * scale))), max(1, min(SIZE, round(img.height * scale))))
+    return img.resize(size, method, reducing_gap=3.0)
+
+
+def _cut_out(img: Image.Image) -> np.ndarray | None:
+    """The garment cut out of a cluttered photo, negated, on black; None if no usable mask."""
+    scale = MASK_WORK_SIZE / max(img.size)
+    small = img.convert("RGB")
+    if scale < 1:
+        small = small.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                             Image.Resampling.BOX)
+    mask = foreground_mask(np.asarray(small))
+    if mask is None or not 0.02 <= mask.mean() <= 0.98:
+        return None
+    garment = 255.0 - np.asarray(small.convert("L"), dtype=np.float32)   # negated, as in the paper
+    lo, hi = np.percentile(garment[mask], [2, 98])
+    garment = np.clip((garment - lo) / max(hi - lo, 1.0) * (255 - GARMENT_FLOOR) + GARMENT_FLOOR, 0, 255)
+    garment[~mask] = 0
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    crop = Image.fromarray(np.rint(garment[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]).astype(np.uint8))
+    crop = _resize_longest(crop, Image.Resampling.LANCZOS)
+    canvas = Image.new("L", (SIZE, SIZE), 0)
+    canvas.paste(crop, ((SIZE - crop.width) // 2, (SIZE - crop.height) // 2))
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def foreground_mask(rgb: np.ndarray) -> np.ndarray | None:
+    """Boolean mask of the garment in an (H, W, 3) uint8 photo, or None without OpenCV.
+
+    GrabCut (seeded, so repeatable) from a rectangle MASK_MARGIN inside the border; then only the
+    part connected to the central half of the picture, with its holes filled."""
+    try:
+        import cv2
+    except ImportError:
+        _warn_no_opencv()
+        return None
+    h, w = rgb.shape[:2]
+    if h < 16 or w < 16:
+        return None
+    labels = np.zeros((h, w), np.uint8)
+    mx, my = max(1, int(w * MASK_MARGIN)), max(1, int(h * MASK_MARGIN))
+    cv2.setRNGSeed(0)
+    try:
+        cv2.grabCut(np.ascontiguousarray(rgb[..., ::-1]), labels, (mx, my, w - 2 * mx, h - 2 * my),
+                    np.zeros((1, 65)), np.zeros((1, 65)), MASK_ITERATIONS, cv2.GC_INIT_WITH_RECT)
+    except cv2.error:      # e.g. a one-colour picture: no separable background and foreground
+        return None
+    mask = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+    centre = np.zeros_like(mask)
+    centre[h // 4 : h - h // 4, w // 4 : w - w // 4] = True
+    mask = _reconstruct(centre & mask, mask)
+    edge = np.zeros_like(mask)
+    edge[[0, -1], :] = True
+    edge[:, [0, -1]] = True
+    return ~_reconstruct(edge & ~mask, ~mask)          # fill holes: what the border cannot reach
+
+
+def _reconstruct(seed: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The pixels of `mask` 8-connected to `seed` (morphological reconstruction by dilation)."""
+    current = seed & mask
+    while True:
+        grown = _dilate(current) & mask
+        if np.array_equal(grown, current):
+            return current
+        current = grown
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    padded = np.pad(mask, 1)
+    h, w = mask.shape
+    out = mask.copy()
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            out |= padded[dy : dy + h, dx : dx + w]
+    return out
+
+
+_warned = False
+
+
+def _warn_no_opencv() -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn("OpenCV is not installed: photos with cluttered backgrounds get the plain "
+                      "conversion, which is much less accurate (pip install opencv-python-headless)",
+                      stacklevel=3)
 
 
 def _stretch_to_black(gray: np.ndarray, floor: int) -> np.ndarray:
@@ -225,9 +338,10 @@ def _wide_to_l(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
 
 
-def _content_box(img: Image.Image) -> tuple[tuple[int, int, int, int], int | tuple[int, ...], bool]:
-    """Box around what differs from the corner colour, that colour (for padding), and whether the
-    content is on the whole darker than it (so the picture needs negating)."""
+def _content_box(img: Image.Image) -> tuple[tuple[int, int, int, int], int | tuple[int, ...], bool, bool]:
+    """Box around what differs from the corner colour, that colour (for padding), whether the
+    content is on the whole darker than it (so the picture needs negating), and whether the border
+    is plain (at least PLAIN_BORDER_SHARE of it is the corner colour: a product shot)."""
     w, h = img.size
     factor = max(1, math.ceil(max(w, h) / TRIM_WORK_SIZE))
     small = img.reduce(factor) if factor > 1 else img
@@ -240,10 +354,12 @@ def _content_box(img: Image.Image) -> tuple[tuple[int, int, int, int], int | tup
     background = np.rint(np.median(corners, axis=0)).astype(np.int16)
     differs = np.abs(a - background).max(axis=2) > TRIM_TOLERANCE * 255
     differs = _drop_isolated(differs)
+    border = np.concatenate([differs[0], differs[-1], differs[:, 0], differs[:, -1]])
+    plain = bool(1.0 - border.mean() >= PLAIN_BORDER_SHARE)
     rows, cols = np.flatnonzero(differs.any(axis=1)), np.flatnonzero(differs.any(axis=0))
     fill = int(background[0]) if img.mode == "L" else tuple(int(c) for c in background)
     if rows.size == 0:
-        return (0, 0, w, h), fill, _luma(fill) >= 128
+        return (0, 0, w, h), fill, _luma(fill) >= 128, plain
     luma = a[..., 0] if a.shape[2] == 1 else a[..., :3] @ np.array([0.299, 0.587, 0.114])
     darker = float(luma[differs].mean()) < _luma(fill)
     box = (
@@ -252,7 +368,7 @@ def _content_box(img: Image.Image) -> tuple[tuple[int, int, int, int], int | tup
         min(w, (int(cols[-1]) + 1) * factor),
         min(h, (int(rows[-1]) + 1) * factor),
     )
-    return box, fill, darker
+    return box, fill, darker, plain
 
 
 def _drop_isolated(mask: np.ndarray) -> np.ndarray:

@@ -29,3 +29,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float32) - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+# Smallest probability taken seriously when rescaling: an int8 softmax output has steps of 1/256.
+PROB_FLOOR = 1.0 / 512
+
+
+def temperature_scale(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities p = softmax(z) → softmax(z / T), computed from p alone: log p = z − const.
+
+    T > 1 softens over-confident scores, T < 1 sharpens under-confident ones; T = 1 is the identity.
+    The ranking of classes never changes (ties stay ties)."""
+    if temperature == 1.0:
+        return np.asarray(probs, np.float32)
+    return softmax(np.log(np.maximum(np.asarray(probs, np.float32), PROB_FLOOR)) / np.float32(temperature))

@@ -24,6 +24,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="sgd: Nesterov, warm-up + cosine (the recipe); adam: the seeds' tutorial way")
     p.add_argument("--no-augment", dest="train.augment", action="store_const", const=False,
                    help="train without the pad-and-crop + flip augmentation")
+    p.add_argument("--photo-augment", dest="train.photo_augment", type=float, metavar="SHARE",
+                   help="share of training images (0..1) given the phone-photo transform: scale, "
+                        "rotation, lighting, blur, noise, JPEG blocks, imperfect masks")
     p.add_argument("--data-dir", dest="data.data_dir",
                    help="folder with the four IDX files (else $FASHION_MNIST_DIR, the Debian package, "
                         "the Keras cache, then a checked download)")

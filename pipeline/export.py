@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, export_onnx, models, prune, quantize, report, train, validate
+from . import calibrate, data, export_onnx, models, photos, prune, quantize, report, train, validate
 from .config import Config
 from .errors import GateError
 
@@ -153,6 +153,12 @@ def run(cfg: Config) -> dict:
     return manifest
 
 
+def quant_temperature(probs: np.ndarray, entries: list[dict]) -> np.ndarray:
+    from edge_runtime.quant import temperature_scale
+    t = next(e for e in entries if e["file"] == "model_int8.tflite")["calibration"]["temperature"]
+    return temperature_scale(probs, t)
+
+
 def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred, ref_probs, history,
            train_dir, out: Path) -> dict:
     progress("quantize", "TFLite float32 and full-integer int8")
@@ -207,6 +213,19 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
         progress("validate", f"{entry['file']:<20} {entry['bytes']:>8} B  accuracy {r['accuracy']:.2%}  "
                              f"agreement {r['agreement_with_float']:.2%}")
     failures = validate.gate(results, ref_acc, cfg.gate)
+
+    progress("calibrate", "temperature per artifact, fitted on the validation split")
+    for entry in entries:
+        val_probs = validate.evaluate(out / entry["file"], splits.x_val, splits.y_val, val_ref)["probs"]
+        entry["calibration"] = calibrate.calibrate(val_probs, splits.y_val, results[entry["file"]]["probs"],
+                                                   splits.y_test)
+        c = entry["calibration"]
+        progress("calibrate", f"{entry['file']:<20} T {c['temperature']:.3f}  test ECE "
+                              f"{c['test_ece_before']:.2%} → {c['test_ece_after']:.2%}")
+    int8 = results["model_int8.tflite"]
+    calibration_curves = {
+        "raw": calibrate.reliability(int8["probs"], splits.y_test),
+        "calibrated": calibrate.reliability(quant_temperature(int8["probs"], entries), splits.y_test)}
     # Figures are kept at full precision in the gate but rounded to 4 places in the manifest; the
     # exact count of correct answers is kept too, so a re-evaluation can be compared exactly.
     for entry in entries:
@@ -229,6 +248,18 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
         shutil.copy(previous_comparison, out / report.COMPARISON_FILE)
     (out / "labels.txt").write_text("\n".join(data.CLASS_NAMES) + "\n")
     plots = report.training_plots(out, splits, history, ref_probs)
+    plots["reliability"] = report.reliability_plot(calibration_curves, out / report.PLOTS_EXTRA["reliability"])
+    write_json(out / "manifest.json", manifest)       # the temperatures, which the photo run below reads
+    dev = photos.find_dev_set(cfg.data.photos_dir)
+    if dev is None:
+        progress("photos", "no real-photos-dev folder found ($FASHION_EDGE_PHOTOS): skipped")
+    else:
+        r = photos.evaluate(out / "model_int8.tflite", dev)
+        progress("photos", f"model_int8.tflite on {r['photos']} real photos ({dev}): top-1 {r['accuracy']:.2%}")
+        photos.contact_sheet(r, data.CLASS_NAMES, out / report.PLOTS_EXTRA["contact_sheet"])
+        report.confusion_plot(r["_y"], r["_pred"], out / report.PLOTS_EXTRA["photo_confusion"],
+                              title="Confusion matrix (real photos, int8 TFLite)")
+        manifest["real_photos"] = {"model": "model_int8.tflite", **photos.public(r)}
     report.write_report(out, manifest, plots)
     write_json(out / "manifest.json", manifest)
     return manifest

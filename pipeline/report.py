@@ -18,6 +18,13 @@ PLOTS = {
     "predictions": "predictions.png",
 }
 
+# Written by the export itself (not by a training run).
+PLOTS_EXTRA = {
+    "reliability": "reliability.png",
+    "contact_sheet": "real_photos_contact_sheet.png",
+    "photo_confusion": "real_photos_confusion.png",
+}
+
 
 def _grid(images, titles, colors, path: Path, suptitle: str) -> None:
     fig, axes = plt.subplots(5, 5, figsize=(7.5, 8.2))
@@ -79,6 +86,23 @@ def confusion_plot(y_true, y_pred, path: Path, title: str = "Confusion matrix (t
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def reliability_plot(curves: dict[str, list], path: Path) -> Path:
+    """Reliability diagram: accuracy against confidence per bin, raw and temperature-scaled."""
+    fig, ax = plt.subplots(figsize=(5, 4.6))
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfectly calibrated")
+    for name, pts in curves.items():
+        conf, acc, _ = zip(*pts)
+        ax.plot(conf, acc, marker="o", label=name)
+    ax.set(xlabel="confidence (top score)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
+           title="Reliability, int8 TFLite, test set")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def prediction_grid(x, y, probs, path: Path, seed: int = 0) -> None:
@@ -152,18 +176,54 @@ def write_report(out_dir: Path, manifest: dict, plots: dict[str, Path]) -> Path:
     lines += ["", "## Per-class accuracy (int8 TFLite)", "",
               "| " + " | ".join(manifest["labels"]) + " |", "|" + "---:|" * len(manifest["labels"]),
               "| " + " | ".join(_pct(v) for v in i8["per_class_accuracy"]) + " |", ""]
+    lines += ["## Confidence: temperature scaling", "",
+              "Each artifact's scores are rescaled by a temperature T fitted on the validation split "
+              "(never the test set or the photos); `edge_runtime` applies it from this manifest. ECE = expected "
+              "calibration error over 15 confidence bins, on the test set. `edge-classify --threshold P` answers "
+              "\"unsure\" when the calibrated top score is below P.", "",
+              "| artifact | T | test ECE raw | test ECE calibrated | test NLL raw | test NLL calibrated |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for a in manifest["artifacts"]:
+        c = a.get("calibration")
+        if c:
+            lines.append(f"| `{a['file']}` | {c['temperature']:.3f} | {_pct(c['test_ece_before'])} | "
+                         f"{_pct(c['test_ece_after'])} | {c['test_nll_before']:.4f} | {c['test_nll_after']:.4f} |")
+    lines += [""]
+    if "real_photos" in manifest:
+        lines += real_photos_section(manifest["real_photos"], manifest["labels"])
     if (Path(out_dir) / COMPARISON_FILE).exists():
         lines += [comparison_section((Path(out_dir) / COMPARISON_FILE).read_text().strip()), ""]
     lines += ["## Plots", ""]
     titles = {"samples": "Training samples", "curves": "Learning curves (training run)",
               "confusion": "Confusion matrix of the pruned float model on the test set",
-              "predictions": "Predictions on test images (green right, red wrong)"}
+              "predictions": "Predictions on test images (green right, red wrong)",
+              "reliability": "Reliability diagram (int8 TFLite, test set)"}
     for key, path in plots.items():
         lines += [f"### {titles[key]}", "", f"![{titles[key]}]({Path(path).name})", ""]
     lines += ["## Tools", "", ", ".join(f"{k} {v}" for k, v in manifest["tools"].items()), ""]
     path = Path(out_dir) / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def real_photos_section(r: dict, labels: list[str]) -> list[str]:
+    lines = ["## Real phone photos", "",
+             f"`{r['model']}` through `edge_runtime` (photo conversion with foreground cut-out) on "
+             f"{r['photos']} phone photos of clothes (`{Path(r['folder']).name}`, CC0; measured only, never "
+             f"trained, calibrated or tuned on): **top-1 {_pct(r['accuracy'])}** ({r['correct']}/{r['photos']}). "
+             "The set is small and uneven: read the per-class figures as rough.", "",
+             "| class | photos | correct | accuracy |", "|---|---:|---:|---:|"]
+    for c, v in sorted(r["per_class"].items(), key=lambda kv: int(kv[0])):
+        lines.append(f"| {labels[int(c)]} | {v['photos']} | {v['correct']} | {_pct(v['correct'] / v['photos'])} |")
+    lines += ["", "With a confidence threshold (calibrated scores), on the same photos:", "",
+              "| --threshold | answered | accuracy when answered |", "|---:|---:|---:|"]
+    for t in r["thresholds"]:
+        acc = t["correct_when_answered"] / t["answered"] if t["answered"] else None
+        lines.append(f"| {t['threshold']} | {t['answered']}/{r['photos']} | {_pct(acc)} |")
+    lines += ["", f"![Confusion matrix on real photos]({PLOTS_EXTRA['photo_confusion']})", "",
+              "Contact sheet: each photo, the 28×28 image the model saw, its answer (green right, red wrong):", "",
+              f"![Contact sheet]({PLOTS_EXTRA['contact_sheet']})", ""]
+    return lines
 
 
 COMPARISON_FILE = "comparison.md"

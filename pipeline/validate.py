@@ -15,13 +15,14 @@ def evaluate(model_path: Path, x_uint8: np.ndarray, y: np.ndarray, reference_pre
     Runs through edge_runtime.Classifier, i.e. exactly the code and manifest a device uses.
     """
     from edge_runtime.classifier import Classifier
-    clf = Classifier(str(model_path), num_threads=num_threads)
-    pred = clf.scores(x_uint8).argmax(1)
+    clf = Classifier(str(model_path), num_threads=num_threads, calibrated=False)
+    probs = clf.scores(x_uint8)
+    pred = probs.argmax(1)
     per_class = [float((pred[y == c] == c).mean()) if (y == c).any() else None for c in range(10)]
     return {"accuracy": float((pred == y).mean()),
             "agreement_with_float": float((pred == reference_pred).mean()),
             "per_class_accuracy": [None if v is None else round(v, 4) for v in per_class],
-            "predictions": pred}
+            "predictions": pred, "probs": probs}
 
 
 def gate(results: dict[str, dict], reference_accuracy: float, g: GateConfig) -> list[str]:

@@ -1,0 +1,84 @@
+"""Real phone photos (../shared/real-photos-dev): measured, never trained, calibrated or tuned on.
+
+Accuracy per class, a confusion matrix and a contact sheet (each photo beside the 28×28 image the
+model saw and its answer), all through edge_runtime exactly as on a device.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+REPO = Path(__file__).resolve().parent.parent
+CANDIDATES = (REPO.parent / "shared" / "real-photos-dev", Path("/work/shared/real-photos-dev"))
+
+
+def find_dev_set(explicit: str | None = None) -> Path | None:
+    """The first folder with a MANIFEST.tsv among: `explicit`, $FASHION_EDGE_PHOTOS, ../shared/real-photos-dev."""
+    for folder in (explicit, os.environ.get("FASHION_EDGE_PHOTOS"), *CANDIDATES):
+        if folder and (Path(folder) / "MANIFEST.tsv").is_file():
+            return Path(folder)
+    return None
+
+
+def read_dev_set(folder: Path) -> tuple[list[Path], np.ndarray]:
+    with open(Path(folder) / "MANIFEST.tsv", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    return [Path(folder) / r["path"] for r in rows], np.array([int(r["class_index"]) for r in rows])
+
+
+def evaluate(model_path: Path, folder: Path, thresholds=(0.5, 0.7, 0.9)) -> dict:
+    """Top-1 on the dev photos, per class, confusion, and accuracy/coverage at a few thresholds."""
+    from edge_runtime.classifier import Classifier
+    from edge_runtime.preprocess import load_image, to_model_input
+    paths, y = read_dev_set(folder)
+    inputs = np.stack([to_model_input(load_image(p)) for p in paths])
+    probs = Classifier(str(model_path)).scores(inputs)
+    pred, conf = probs.argmax(1), probs.max(1)
+    classes = sorted(set(y.tolist()))
+    m = np.zeros((10, 10), np.int64)
+    np.add.at(m, (y, pred), 1)
+    return {
+        "folder": str(folder), "photos": len(y), "correct": int((pred == y).sum()),
+        "accuracy": round(float((pred == y).mean()), 4),
+        "per_class": {int(c): {"photos": int((y == c).sum()), "correct": int((pred[y == c] == c).sum())}
+                      for c in classes},
+        "confusion": m.tolist(),
+        "thresholds": [{"threshold": t, "answered": int((conf >= t).sum()),
+                        "correct_when_answered": int(((pred == y) & (conf >= t)).sum())} for t in thresholds],
+        "_inputs": inputs, "_pred": pred, "_conf": conf, "_y": y, "_paths": paths,
+    }
+
+
+def contact_sheet(result: dict, labels: list[str], path: Path, columns: int = 9) -> None:
+    """Each photo beside its 28×28 model input, with the answer (green right, red wrong)."""
+    thumb, pad, text_h = 72, 6, 26
+    cell_w, cell_h = 2 * thumb + 3 * pad, thumb + text_h + pad
+    n = len(result["_paths"])
+    rows = (n + columns - 1) // columns
+    sheet = Image.new("RGB", (columns * cell_w, rows * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    from edge_runtime.preprocess import load_image
+    for i, p in enumerate(result["_paths"]):
+        x0, y0 = (i % columns) * cell_w, (i // columns) * cell_h
+        photo = load_image(p).convert("RGB")
+        photo.thumbnail((thumb, thumb))
+        sheet.paste(photo, (x0 + pad + (thumb - photo.width) // 2, y0 + pad + (thumb - photo.height) // 2))
+        model_in = Image.fromarray(result["_inputs"][i]).resize((thumb, thumb), Image.Resampling.NEAREST)
+        sheet.paste(model_in.convert("RGB"), (x0 + 2 * pad + thumb, y0 + pad))
+        y, pred, conf = int(result["_y"][i]), int(result["_pred"][i]), float(result["_conf"][i])
+        ok = y == pred
+        draw.text((x0 + pad, y0 + pad + thumb + 1), f"{labels[pred]} {conf:.0%}", fill=(0, 128, 0) if ok else (200, 0, 0))
+        if not ok:
+            draw.text((x0 + pad, y0 + pad + thumb + 12), f"is {labels[y]}", fill=(90, 90, 90))
+    tmp = path.with_name(path.name + ".tmp.png")
+    sheet.save(tmp)
+    os.replace(tmp, path)
+
+
+def public(result: dict) -> dict:
+    """The result without the arrays, for the manifest."""
+    return {k: v for k, v in result.items() if not k.startswith("_")}
