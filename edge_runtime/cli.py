@@ -64,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-verify", action="store_true",
                         help="load the model even if its sha256 does not match manifest.json")
     parser.add_argument("--threshold", type=_probability, metavar="P",
-                        help="answer 'unsure' when the best score is below P (0..1); the ranked labels "
-                        "are still printed, in parentheses")
+                        help="answer 'unsure' when the best score is below P (0..1); scores are "
+                        "temperature-calibrated from manifest.json, so P is roughly the accuracy you ask for "
+                        "on dataset-like images (report.md shows what P does on real photos); the ranked "
+                        "labels are still printed, in parentheses")
     parser.add_argument("--json", action="store_true",
                         help='one JSON object per line: {"path", "label", "top_k": [{"label", "index", '
                         '"score"}, ...]}; with --bench, one object with the figures')

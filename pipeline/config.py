@@ -26,7 +26,7 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     model: str = "compact"            # mlp | baseline | compact | tiny
-    epochs: int = 45
+    epochs: int = 40
     batch_size: int = 512
     optimizer: str = "sgd"            # sgd (Nesterov, warm-up + cosine) | adam (the seeds' tutorial way)
     lr: float = 0.2

@@ -179,3 +179,21 @@ def test_synthetic_photos_classify_like_the_originals(models):
     agreement = float((clf.scores(images).argmax(1) == clf.scores(converted).argmax(1)).mean())
     print(f"synthetic-photo agreement with {folder}: {agreement:.3f}")
     assert agreement >= required
+
+
+def test_manifest_temperature_rescales_scores_but_never_the_ranking(models, tmp_path):
+    folder = copy_models(models, tmp_path / "m")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    entry = next(a for a in manifest["artifacts"] if a["file"] == "model_int8.tflite")
+    entry["calibration"] = {"temperature": 2.0}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    images = fashion_mnist("t10k", 100)[0]
+    raw = Classifier(folder / "model_int8.tflite", calibrated=False).scores(images)
+    soft = Classifier(folder / "model_int8.tflite").scores(images)
+    assert (raw.argmax(1) == soft.argmax(1)).all()
+    np.testing.assert_allclose(soft.sum(1), 1.0, rtol=1e-5)
+    assert soft.max(1).mean() < raw.max(1).mean() - 0.05      # T = 2 softens the scores
+    entry["calibration"] = {"temperature": 0.0}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EdgeError, match="temperature"):
+        Classifier(folder / "model_int8.tflite")

@@ -240,3 +240,56 @@ def test_any_image_gives_28x28_uint8_or_edge_error(img):
     except EdgeError:
         return
     assert out.shape == (28, 28) and out.dtype == np.uint8
+
+
+# --- real photos: foreground cut-out -------------------------------------------------------------------
+
+def cluttered_photo(garment: np.ndarray, seed: int = 0) -> tuple[Image.Image, np.ndarray]:
+    """A coloured garment on a busy, multicoloured 'bedspread' that reaches every edge; and its true mask."""
+    rng = np.random.default_rng(seed)
+    h, w = 300, 240
+    yy, xx = np.mgrid[:h, :w]
+    stripes = ((xx // 17 + yy // 23) % 3).astype(np.uint8)
+    palette = np.array([[200, 170, 120], [150, 120, 80], [180, 150, 100]], np.uint8)
+    canvas = palette[stripes] + rng.integers(0, 12, (h, w, 3)).astype(np.uint8)
+    side = 200
+    shape = np.asarray(Image.fromarray(garment).resize((side, side), Image.Resampling.BILINEAR)) > 40
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    region = canvas[y0 : y0 + side, x0 : x0 + side]
+    region[shape] = (40, 60, 150)  # a blue garment
+    truth = np.zeros((h, w), bool)
+    truth[y0 : y0 + side, x0 : x0 + side] = shape
+    return Image.fromarray(canvas), truth
+
+
+def test_foreground_mask_finds_the_garment_on_a_busy_background(dataset_images):
+    from edge_runtime.preprocess import foreground_mask
+    photo, truth = cluttered_photo(dataset_images[1])          # a trouser
+    mask = foreground_mask(np.asarray(photo))
+    assert mask is not None and mask.shape == truth.shape
+    iou = (mask & truth).sum() / (mask | truth).sum()
+    assert iou > 0.8, f"IoU {iou:.2f}"
+
+
+def test_cluttered_photo_comes_out_as_garment_on_black(dataset_images):
+    photo, _ = cluttered_photo(dataset_images[1])
+    out = to_model_input(photo)
+    assert out[0, 0] == 0 and out[-1, -1] == 0 and out[:, 0].max() < 30   # the bedspread is gone
+    reference = np.asarray(Image.fromarray(dataset_images[1]))
+    corr = np.corrcoef((out > 30).ravel(), (reference > 30).ravel())[0, 1]
+    assert corr > 0.6, f"silhouette correlation {corr:.2f}"
+
+
+def test_cut_out_is_repeatable(dataset_images):
+    photo, _ = cluttered_photo(dataset_images[0], seed=3)
+    assert np.array_equal(to_model_input(photo), to_model_input(photo))
+
+
+def test_without_opencv_a_cluttered_photo_still_converts_with_a_warning(dataset_images, monkeypatch):
+    import edge_runtime.preprocess as pre
+    monkeypatch.setitem(sys.modules, "cv2", None)        # what `import cv2` sees when it is not installed
+    monkeypatch.setattr(pre, "_warned", False)
+    photo, _ = cluttered_photo(dataset_images[1])
+    with pytest.warns(UserWarning, match="OpenCV is not installed"):
+        out = to_model_input(photo)
+    assert out.shape == (28, 28) and out.dtype == np.uint8

@@ -144,3 +144,21 @@ def test_int8_accuracy_reproduces_manifest_count(name, manifest, test_set):
     _gate(correct == entry["correct"], (
         f"{name} correct answers {correct}/{len(y)} != manifest's {entry['correct']} "
         f"(accuracy {correct / len(y):.4f} vs {entry['accuracy']}, {RELEASE / 'manifest.json'})"))
+
+
+# --- real photos ------------------------------------------------------------------------------------
+
+def test_real_photos_reproduce_manifest_and_reach_the_baseline(manifest, baseline):
+    """The shipped int8 model on the real phone photos: the manifest's exact count, and ≥ the committed
+    floor (benchmarks/baseline.json: real_photos_min_top1). Skipped where the photos are not present."""
+    from pipeline import photos
+    recorded = manifest.get("real_photos")
+    folder = photos.find_dev_set()
+    if recorded is None or folder is None:
+        pytest.skip("no real_photos in the manifest, or no real-photos-dev folder here")
+    r = photos.evaluate(_path(recorded["model"]), folder)
+    _gate(r["correct"] == recorded["correct"], (
+        f"{recorded['model']} on {folder}: {r['correct']}/{r['photos']} right, manifest says "
+        f"{recorded['correct']}/{recorded['photos']} ({RELEASE / 'manifest.json'})"))
+    floor = baseline.get("real_photos_min_top1", 0.5)
+    _gate(r["accuracy"] >= floor, f"real-photo top-1 {r['accuracy']:.2%} < {floor:.0%} ({BASELINE_NAME})")
