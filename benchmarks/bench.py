@@ -561,6 +561,7 @@ def make_baseline(results: dict, previous: dict | None = None) -> dict:
         "latency_tolerance": previous.get("latency_tolerance", TOLERANCE),
         "min_keras_over_edge": previous.get("min_keras_over_edge", MIN_KERAS_OVER_EDGE),
         "manifest_size_tolerance": previous.get("manifest_size_tolerance", 1.05),
+        "real_photos_min_top1": previous.get("real_photos_min_top1", 0.5),
         "artifacts": artifacts,
         "info": {
             **{k: round(v, 3) for k, v in results["ratios"].items() if k.startswith("int8_")},

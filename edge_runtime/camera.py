@@ -144,7 +144,8 @@ def run_camera(
                     break
                 continue
             t0 = time.perf_counter()
-            predictions = classifier.classify(frame_to_model_input(frame), top_k=top_k)
+            scores = classifier.scores(frame_to_model_input(frame)[None], photos=True)[0]
+            predictions = classifier.top_k(scores, top_k)
             latencies.append(time.perf_counter() - t0)
             frames += 1
             fps = frames / max(time.perf_counter() - started, 1e-9)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from .backends import Backend, load_backend
 from .errors import EdgeError
-from .preprocess import load_image, normalize, to_model_input
+from .preprocess import is_dataset_style, load_image, normalize, to_model_input
 from .quant import QuantParams, dequantize, quantize, softmax, temperature_scale
 
 MANIFEST_NAME = "manifest.json"
@@ -171,8 +171,22 @@ class Classifier:
             f"({which}_scale, {which}_zero_point) nor {MANIFEST_NAME} gives its quantization parameters"
         )
 
-    def scores(self, images_uint8: np.ndarray) -> np.ndarray:
-        """(N, 28, 28) uint8 model-ready images → (N, classes) float32 scores (probabilities)."""
+    def scores(self, images_uint8: np.ndarray, photos: bool | Sequence[bool] | np.ndarray = False) -> np.ndarray:
+        """(N, 28, 28) uint8 model-ready images → (N, classes) float32 scores (probabilities).
+
+        Rows flagged in `photos` (True: all) were converted from photos: their scores are the mean over
+        the image and its left-right mirror. The model was trained with flips, so both are fair views;
+        on real photos the mean is steadier (report.md). Dataset-style images are scored as they are."""
+        images = np.asarray(images_uint8)
+        images = images[None] if images.ndim == 2 else images
+        flags = np.broadcast_to(np.asarray(photos, dtype=bool), (len(images),))
+        probs = self._raw_scores(images)
+        if flags.any():
+            probs[flags] = 0.5 * (probs[flags] + self._raw_scores(images[flags][:, :, ::-1]))
+        return temperature_scale(probs, self.temperature)
+
+    def _raw_scores(self, images_uint8: np.ndarray) -> np.ndarray:
+        """The model's own probabilities, before temperature scaling."""
         x = normalize(images_uint8, self.mean, self.std)
         n = x.shape[0]
         if n == 0:
@@ -181,7 +195,7 @@ class Classifier:
             x = quantize(x, self.input_quant, self.backend.input_dtype)
         raw = self.backend.run(x).reshape(n, -1)
         out = dequantize(raw, self.output_quant) if self.output_quant is not None else raw.astype(np.float32)
-        return temperature_scale(softmax(out) if self.apply_softmax else out, self.temperature)
+        return softmax(out) if self.apply_softmax else out
 
     def classify(self, image: ImageLike, top_k: int = 3) -> list[Prediction]:
         """Top-k predictions for one image: a path, a PIL image or a numpy array."""
@@ -189,10 +203,12 @@ class Classifier:
 
     def classify_batch(self, images: Iterable[ImageLike], top_k: int = 3) -> list[list[Prediction]]:
         """Top-k predictions for several images, run as one batch."""
-        batch = [to_model_input(_as_image(image)) for image in images]
-        if not batch:
+        pictures = [_as_image(image) for image in images]
+        if not pictures:
             return []
-        return [self.top_k(row, top_k) for row in self.scores(np.stack(batch))]
+        batch = np.stack([to_model_input(p) for p in pictures])
+        photos = [not is_dataset_style(p) for p in pictures]
+        return [self.top_k(row, top_k) for row in self.scores(batch, photos)]
 
     def top_k(self, scores: np.ndarray, k: int = 3) -> list[Prediction]:
         """Rank one row of scores; ties keep label order."""

@@ -16,7 +16,7 @@ import numpy as np
 
 from .classifier import Classifier, Prediction, answer, format_predictions
 from .errors import EdgeError
-from .preprocess import IMAGE_EXTENSIONS, load_image, to_model_input
+from .preprocess import IMAGE_EXTENSIONS, is_dataset_style, load_image, to_model_input
 
 DEFAULT_MODEL = Path("exported") / "model_int8.tflite"
 CHUNK = 64  # images preprocessed, then classified as one batch
@@ -166,16 +166,19 @@ def _classify_files(classifier: Classifier, args: argparse.Namespace, out: TextI
     for start in range(0, len(paths), CHUNK):
         good: list[Path] = []
         batch: list[np.ndarray] = []
+        photos: list[bool] = []
         for path in paths[start : start + CHUNK]:
             try:
-                batch.append(to_model_input(load_image(path)))
+                image = load_image(path)
+                batch.append(to_model_input(image))
+                photos.append(not is_dataset_style(image))
                 good.append(path)
             except EdgeError as e:
                 print(str(e), file=err)
                 failed += 1
         if not batch:
             continue
-        for path, row in zip(good, classifier.scores(np.stack(batch))):
+        for path, row in zip(good, classifier.scores(np.stack(batch), photos)):
             out.write(_format_line(path, classifier.top_k(row, args.top_k), args.threshold, args.json) + "\n")
         out.flush()
     return 1 if failed else 0

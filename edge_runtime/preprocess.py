@@ -107,6 +107,15 @@ def _check_pixel_count(img: Image.Image, path: Path) -> None:
         )
 
 
+def is_dataset_style(image: Image.Image | np.ndarray) -> bool:
+    """True for what `to_model_input` passes through unchanged: a 28×28 grayscale image or uint8 array.
+    Anything else is a photo, converted, and classified with its mirror image too (see Classifier)."""
+    if isinstance(image, np.ndarray):
+        arr = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
+        return arr.dtype == np.uint8 and arr.shape == (SIZE, SIZE)
+    return isinstance(image, Image.Image) and image.mode == "L" and image.size == (SIZE, SIZE)
+
+
 def to_model_input(image: Image.Image | np.ndarray) -> np.ndarray:
     """Any picture → the (28, 28) uint8 array the model expects (light garment on black).
 

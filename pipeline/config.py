@@ -79,7 +79,7 @@ class Config:
 # Named training profiles. `default` fits `make export` in <= 30 min on 2 cores; `best` is the
 # long schedule for the accuracy benchmark; `quick` is for tests (subset, 1 epoch).
 PROFILES: dict[str, dict] = {
-    "default": {"train": {"photo_augment": 0.2}},
+    "default": {},
     "best": {"train": {"epochs": 60}, "prune": {"epochs": 8}},
     "quick": {
         "data": {"train_limit": 3000, "val_size": 1000, "test_limit": 1000},

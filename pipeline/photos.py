@@ -36,7 +36,7 @@ def evaluate(model_path: Path, folder: Path, thresholds=(0.5, 0.7, 0.9)) -> dict
     from edge_runtime.preprocess import load_image, to_model_input
     paths, y = read_dev_set(folder)
     inputs = np.stack([to_model_input(load_image(p)) for p in paths])
-    probs = Classifier(str(model_path)).scores(inputs)
+    probs = Classifier(str(model_path)).scores(inputs, photos=True)   # as edge-classify scores photos
     pred, conf = probs.argmax(1), probs.max(1)
     classes = sorted(set(y.tolist()))
     m = np.zeros((10, 10), np.int64)

@@ -197,3 +197,19 @@ def test_manifest_temperature_rescales_scores_but_never_the_ranking(models, tmp_
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(EdgeError, match="temperature"):
         Classifier(folder / "model_int8.tflite")
+
+
+def test_photos_are_scored_with_their_mirror_and_dataset_images_as_they_are(models):
+    clf = Classifier(models / "model_int8.tflite")
+    images = fashion_mnist("t10k", 50)[0]
+    plain, mirrored = clf.scores(images), clf.scores(images[:, :, ::-1])
+    as_photos = clf.scores(images, photos=True)
+    np.testing.assert_allclose(as_photos, 0.5 * (plain + mirrored), atol=1e-6)
+    flags = np.arange(50) % 2 == 0
+    mixed = clf.scores(images, photos=flags)
+    np.testing.assert_allclose(mixed[~flags], plain[~flags])
+    np.testing.assert_allclose(mixed[flags], as_photos[flags], atol=1e-6)
+    # classify() decides by itself: a 28×28 grayscale image is dataset-style, an RGB photo is not
+    photo = Image.fromarray(255 - images[0]).resize((140, 140)).convert("RGB")
+    assert clf.classify(images[0])[0].score == pytest.approx(float(plain[0].max()), abs=1e-6)
+    assert clf.classify(photo)[0].label in FASHION_MNIST_LABELS
