@@ -153,7 +153,8 @@ def run(cfg: Config) -> dict:
     return manifest
 
 
-def quant_temperature(probs: np.ndarray, entries: list[dict]) -> np.ndarray:
+def int8_tflite_calibrated(probs: np.ndarray, entries: list[dict]) -> np.ndarray:
+    """`probs` rescaled by the temperature fitted for model_int8.tflite."""
     from edge_runtime.quant import temperature_scale
     t = next(e for e in entries if e["file"] == "model_int8.tflite")["calibration"]["temperature"]
     return temperature_scale(probs, t)
@@ -225,7 +226,7 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
     int8 = results["model_int8.tflite"]
     calibration_curves = {
         "raw": calibrate.reliability(int8["probs"], splits.y_test),
-        "calibrated": calibrate.reliability(quant_temperature(int8["probs"], entries), splits.y_test)}
+        "calibrated": calibrate.reliability(int8_tflite_calibrated(int8["probs"], entries), splits.y_test)}
     # Figures are kept at full precision in the gate but rounded to 4 places in the manifest; the
     # exact count of correct answers is kept too, so a re-evaluation can be compared exactly.
     for entry in entries:
