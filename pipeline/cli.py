@@ -7,17 +7,18 @@ import sys
 import time
 from pathlib import Path
 
-from .config import PROFILES, make_config
+from .config import PROFILES, make_config, without_pruning
 from .errors import PipelineError
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="default", choices=list(PROFILES),
                    help="training profile: default (fits `make export` in 30 min on 2 cores), "
-                        "best (long schedule), quick (tests: subset, 1 epoch)")
+                        "best (long schedule), quick (tests: subset, 4 + 2 epochs)")
     p.add_argument("--model", dest="train.model", choices=["mlp", "baseline", "compact", "tiny"],
                    help="architecture (default: compact)")
-    p.add_argument("--epochs", dest="train.epochs", type=int, help="training epochs")
+    p.add_argument("--epochs", dest="train.epochs", type=int,
+                   help="training epochs (export: before pruning; the schedule then runs --prune-epochs more)")
     p.add_argument("--batch-size", dest="train.batch_size", type=int)
     p.add_argument("--lr", dest="train.lr", type=float, help="peak learning rate")
     p.add_argument("--optimizer", dest="train.optimizer", choices=["sgd", "adam"],
@@ -43,7 +44,7 @@ def _config(args):
 
 def cmd_train(args) -> int:
     from . import data, report, train
-    cfg = _config(args)
+    cfg = without_pruning(_config(args))
     splits = data.load(cfg)
     print(f"[data] {splits.describe()}", file=sys.stderr)
     model, history, out = train.train_or_load(cfg, splits)
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
     _common(p)
     p.add_argument("--export-dir", dest="export_dir", help="release folder (default: exported)")
     p.add_argument("--target-sparsity", dest="prune.target_sparsity", type=float, help="pruning target (default 0.5)")
-    p.add_argument("--prune-epochs", dest="prune.epochs", type=int, help="pruning fine-tune epochs")
+    p.add_argument("--prune-epochs", dest="prune.epochs", type=int, help="epochs trained with pruning: the last ones of the cosine schedule (default 15)")
     p.add_argument("--calibration-size", dest="quant.calibration_size", type=int, help="int8 calibration images from the training split")
     p.add_argument("--max-drop-pp", dest="gate.max_drop_pp", type=float, help="gate: largest accuracy drop vs float, in pp (default 0.3)")
     p.add_argument("--min-agreement", dest="gate.min_agreement", type=float, help="gate: smallest top-1 agreement with float (default 0.99)")

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from . import data, models, quantize, train
-from .config import SEED_STYLE, Config
+from .config import SEED_STYLE, Config, without_pruning
 
 def model_config(cfg: Config, name: str) -> Config:
-    """The seeds are trained the tutorial way (SEED_STYLE); the edge models with the profile's recipe."""
+    """The seeds are trained the tutorial way (SEED_STYLE); the edge models with the profile's recipe,
+    not pruned, so their schedule runs to its end."""
     t = replace(cfg.train, model=name, **(SEED_STYLE if name in ("mlp", "baseline") else {}))
-    return replace(cfg, train=t)
+    return replace(without_pruning(cfg), train=t)
 
 
 def write_minimal_manifest(folder: Path, cfg: Config) -> None:
@@ -93,7 +94,7 @@ def folds(cfg: Config, k: int) -> dict:
     for f in range(k):
         tr, va = keep & (fold_of != f), keep & (fold_of == f)
         s = data.Splits(x[tr], y[tr], x[va], y[va], xt, yt, source)
-        fcfg = replace(cfg, seed=cfg.seed + f)
+        fcfg = replace(without_pruning(cfg), seed=cfg.seed + f)
         model, _ = train.train(fcfg, s)
         acc = float((train.predict(model, s.x_val, fcfg).argmax(1) == s.y_val).mean())
         scores.append(acc)

@@ -122,13 +122,15 @@ def run(cfg: Config) -> dict:
     splits = data.load(cfg)
     progress("data", splits.describe())
 
-    progress("train", f"{cfg.train.model}, {cfg.train.epochs} epochs (profile {cfg.profile})")
+    tail = f", then {cfg.prune.epochs} pruning, on one schedule" if cfg.prune.enabled else ""
+    progress("train", f"{cfg.train.model}, {cfg.train.epochs} epochs{tail} (profile {cfg.profile})")
     model, history, train_dir = train.train_or_load(cfg, splits)
     float_probs = train.predict(model, splits.x_test, cfg)
     float_acc = float((float_probs.argmax(1) == splits.y_test).mean())
-    progress("train", f"float Keras test accuracy {float_acc:.2%} ({model.count_params()} params)")
+    progress("train", f"float Keras test accuracy {float_acc:.2%} ({model.count_params()} params"
+                      f"{', before pruning' if cfg.prune.enabled else ''})")
 
-    progress("prune", f"target sparsity {cfg.prune.target_sparsity:.0%}, {cfg.prune.epochs} fine-tune epochs")
+    progress("prune", f"target sparsity {cfg.prune.target_sparsity:.0%}, {cfg.prune.epochs} epochs")
     pruned, prune_info = prune.prune_or_load(model, cfg, splits, train.cache_key(cfg))
     # Measured here from both models, never taken from a cache: what pruning buys once compressed.
     prune_info = {**prune_info, "kernel_gzip_bytes_before": prune.kernel_gzip_bytes(model),

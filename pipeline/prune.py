@@ -1,4 +1,9 @@
-"""Magnitude pruning with tfmot: polynomial-decay schedule to a target sparsity, fine-tune, strip."""
+"""Magnitude pruning with tfmot: the last `prune.epochs` of the training schedule, strip.
+
+Training stops `prune.epochs` before its cosine schedule reaches lr 0; pruning wraps the model and
+carries on along the same schedule, ramping sparsity to the target (polynomial decay) over the first
+`ramp_fraction` of those epochs, so the remaining weights recover while the lr is still useful.
+A separate fine-tune with a warm restart (lr 0.05, 5 epochs) cost 0.19 pp after 40 epochs."""
 from __future__ import annotations
 
 import gzip
@@ -35,12 +40,12 @@ def kernel_gzip_bytes(model: keras.Model) -> int:
 
 
 def prune(model: keras.Model, cfg: Config, splits) -> tuple[keras.Model, dict]:
-    """Prune `model` to cfg.prune.target_sparsity while fine-tuning; return the stripped model."""
+    """Prune `model` to cfg.prune.target_sparsity over the schedule's tail; return the stripped model."""
     p = cfg.prune
     training.seed_everything(cfg.seed + 1)
     steps = math.ceil(len(splits.y_train) / cfg.train.batch_size)
     total = steps * p.epochs
-    # Reach the target part-way through the fine-tune, then let the remaining weights recover.
+    # Reach the target part-way through, then let the remaining weights recover as the lr decays.
     schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=p.target_sparsity,
                                                     begin_step=0, end_step=max(1, int(total * p.ramp_fraction)),
                                                     frequency=max(1, steps // 4))
@@ -49,9 +54,7 @@ def prune(model: keras.Model, cfg: Config, splits) -> tuple[keras.Model, dict]:
     base = keras.models.clone_model(model)
     base.set_weights(model.get_weights())
     pruned = tfmot.sparsity.keras.prune_low_magnitude(base, pruning_schedule=schedule)
-    training.compile_model(pruned, cfg, steps, p.epochs, lr=p.lr)
-    # compile_model warms up for cfg.train.warmup_epochs; a fine-tune starts at its peak instead.
-    pruned.optimizer.learning_rate.warmup = 0
+    training.compile_model(pruned, cfg, steps, start_epoch=cfg.train.epochs)
     history = pruned.fit(training.dataset(splits.x_train, splits.y_train, cfg, training=True),
                          validation_data=training.dataset(splits.x_val, splits.y_val, cfg, training=False),
                          epochs=p.epochs, verbose=0,

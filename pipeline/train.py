@@ -12,7 +12,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from . import models, photo_augment
-from .config import Config, build_path, stage_key
+from .config import Config, build_path, schedule_epochs, stage_key
 
 
 def standardize(x_uint8: np.ndarray, mean: float, std: float) -> np.ndarray:
@@ -50,32 +50,35 @@ def dataset(x: np.ndarray, y: np.ndarray, cfg: Config, training: bool) -> tf.dat
 
 
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up to `peak` over `warmup` steps, then cosine decay to 0 at `total` steps."""
+    """Linear warm-up to `peak` over `warmup` steps, then cosine decay to 0 at `total` steps.
+    `start` offsets the optimizer's step: a later stage (pruning) carries on the same schedule."""
 
-    def __init__(self, peak: float, warmup: int, total: int):
-        self.peak, self.warmup, self.total = peak, warmup, total
+    def __init__(self, peak: float, warmup: int, total: int, start: int = 0):
+        self.peak, self.warmup, self.total, self.start = peak, warmup, total, start
 
     def __call__(self, step):
-        step = tf.cast(step, tf.float32)
+        step = tf.cast(step, tf.float32) + self.start
         warm = self.peak * (step + 1) / max(self.warmup, 1)
         progress = (step - self.warmup) / max(self.total - self.warmup, 1)
         cosine = 0.5 * self.peak * (1 + tf.cos(math.pi * tf.clip_by_value(progress, 0.0, 1.0)))
         return tf.where(step < self.warmup, warm, cosine)
 
     def get_config(self):
-        return {"peak": self.peak, "warmup": self.warmup, "total": self.total}
+        return {"peak": self.peak, "warmup": self.warmup, "total": self.total, "start": self.start}
 
 
-def optimizer(cfg: Config, steps_per_epoch: int, epochs: int, lr: float | None = None):
+def optimizer(cfg: Config, steps_per_epoch: int, start_epoch: int = 0):
+    """The recipe's SGD on the whole schedule (`schedule_epochs`), entered at `start_epoch`."""
     t = cfg.train
     if t.optimizer == "adam":
-        return keras.optimizers.Adam(lr or 1e-3)
-    schedule = WarmupCosine(lr or t.lr, int(t.warmup_epochs * steps_per_epoch), epochs * steps_per_epoch)
+        return keras.optimizers.Adam(1e-3)
+    schedule = WarmupCosine(t.lr, int(t.warmup_epochs * steps_per_epoch), schedule_epochs(cfg) * steps_per_epoch,
+                            start=start_epoch * steps_per_epoch)
     return keras.optimizers.SGD(schedule, momentum=t.momentum, nesterov=True)
 
 
-def compile_model(model: keras.Model, cfg: Config, steps_per_epoch: int, epochs: int, lr: float | None = None):
-    model.compile(optimizer=optimizer(cfg, steps_per_epoch, epochs, lr),
+def compile_model(model: keras.Model, cfg: Config, steps_per_epoch: int, start_epoch: int = 0):
+    model.compile(optimizer=optimizer(cfg, steps_per_epoch, start_epoch),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.train.label_smoothing),
                   metrics=["accuracy"], jit_compile=cfg.train.jit_compile)
 
@@ -112,7 +115,7 @@ def train(cfg: Config, splits) -> tuple[keras.Model, dict]:
     train_ds = dataset(splits.x_train, splits.y_train, cfg, training=True)
     val_ds = dataset(splits.x_val, splits.y_val, cfg, training=False)
     steps = math.ceil(len(splits.y_train) / t.batch_size)
-    compile_model(model, cfg, steps, t.epochs)
+    compile_model(model, cfg, steps)
     t0 = time.perf_counter()
     history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, verbose=0,
                         callbacks=[EpochLog(f"train {t.model}", t.epochs)])
@@ -142,9 +145,9 @@ def load_saved(out_dir: Path) -> tuple[keras.Model, dict]:
 
 
 def cache_key(cfg: Config) -> str:
-    """What a trained model depends on: seed, data selection and training settings."""
+    """What a trained model depends on: seed, data selection, training settings and schedule length."""
     data = {k: v for k, v in cfg.data.__dict__.items() if k not in ("data_dir", "test_limit", "photos_dir")}
-    return stage_key(cfg.seed, data, cfg.train)
+    return stage_key(cfg.seed, data, cfg.train, {"schedule_epochs": schedule_epochs(cfg)})
 
 
 def train_or_load(cfg: Config, splits) -> tuple[keras.Model, dict, Path]:
