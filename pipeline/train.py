@@ -67,14 +67,18 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "warmup": self.warmup, "total": self.total, "start": self.start}
 
 
+def lr_schedule(cfg: Config, steps_per_epoch: int, start_epoch: int = 0) -> WarmupCosine:
+    """The recipe's warm-up + cosine over the whole schedule (`schedule_epochs`), entered at `start_epoch`."""
+    t = cfg.train
+    return WarmupCosine(t.lr, int(t.warmup_epochs * steps_per_epoch), schedule_epochs(cfg) * steps_per_epoch,
+                        start=start_epoch * steps_per_epoch)
+
+
 def optimizer(cfg: Config, steps_per_epoch: int, start_epoch: int = 0):
-    """The recipe's SGD on the whole schedule (`schedule_epochs`), entered at `start_epoch`."""
     t = cfg.train
     if t.optimizer == "adam":
         return keras.optimizers.Adam(1e-3)
-    schedule = WarmupCosine(t.lr, int(t.warmup_epochs * steps_per_epoch), schedule_epochs(cfg) * steps_per_epoch,
-                            start=start_epoch * steps_per_epoch)
-    return keras.optimizers.SGD(schedule, momentum=t.momentum, nesterov=True)
+    return keras.optimizers.SGD(lr_schedule(cfg, steps_per_epoch, start_epoch), momentum=t.momentum, nesterov=True)
 
 
 def compile_model(model: keras.Model, cfg: Config, steps_per_epoch: int, start_epoch: int = 0):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pipeline import data, models, train
-from pipeline.config import make_config
+from pipeline.config import make_config, without_pruning
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +54,18 @@ def test_model_sizes_match_their_specs():
     assert models.build("compact").count_params() <= 50_000
     assert models.build("tiny").count_params() <= 15_000
     assert models.macs(models.build("compact")) == 6_103_880
+
+
+def test_pruning_carries_on_the_training_schedule_to_lr_zero():
+    cfg = make_config("default")                      # 35 epochs, then 15 with pruning
+    steps = 108
+    main = train.lr_schedule(cfg, steps)
+    tail = train.lr_schedule(cfg, steps, start_epoch=cfg.train.epochs)
+    at_split = cfg.train.epochs * steps
+    assert float(tail(0)) == pytest.approx(float(main(at_split)), rel=1e-6)
+    assert 0.02 < float(tail(0)) < 0.1                 # still a useful lr when pruning starts
+    assert float(tail(cfg.prune.epochs * steps)) == pytest.approx(0.0, abs=1e-7)
+    # Stand-alone training (compare, folds, `train`) runs its own schedule to the end instead.
+    alone = train.lr_schedule(without_pruning(cfg), steps)
+    assert float(alone(cfg.train.epochs * steps)) == pytest.approx(0.0, abs=1e-7)
+    assert train.cache_key(cfg) != train.cache_key(without_pruning(cfg))
