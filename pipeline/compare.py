@@ -60,7 +60,8 @@ def compare(cfg: Config, names: list[str]) -> list[dict]:
             int8_acc = float((clf.scores(splits.x_test).argmax(1) == splits.y_test).mean())
             latency = batch1_latency_us(path, splits.x_test[0])
             size = path.stat().st_size
-        rows.append({"model": name, "params": int(model.count_params()), "macs": int(models.macs(model)),
+        rows.append({"model": name, "epochs": mcfg.train.epochs, "optimizer": mcfg.train.optimizer,
+                     "params": int(model.count_params()), "macs": int(models.macs(model)),
                      "float_accuracy": float_acc, "int8_accuracy": int8_acc, "int8_bytes": size,
                      "latency_us": latency, "train_seconds": history.get("seconds")})
     return rows
@@ -69,10 +70,10 @@ def compare(cfg: Config, names: list[str]) -> list[dict]:
 def table(rows: list[dict], test_images: int) -> str:
     lines = [f"Official test set ({test_images:,} images); int8 = full-integer TFLite, not pruned; latency = "
              "median batch-1 LiteRT call, 1 thread, on the machine that ran `python -m pipeline compare`.", "",
-             "| model | params | MACs | float acc | int8 acc | int8 size (bytes) | batch-1 latency (µs) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| model | training | params | MACs | float acc | int8 acc | int8 size (bytes) | batch-1 latency (µs) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['params']:,} | {r['macs'] / 1e6:.2f} M | {r['float_accuracy']:.2%} | "
+        lines.append(f"| {r['model']} | {r['epochs']} epochs, {r['optimizer']} | {r['params']:,} | {r['macs'] / 1e6:.2f} M | {r['float_accuracy']:.2%} | "
                      f"{r['int8_accuracy']:.2%} | {r['int8_bytes']:,} | {r['latency_us']:.0f} |")
     return "\n".join(lines)
 

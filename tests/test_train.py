@@ -69,3 +69,15 @@ def test_pruning_carries_on_the_training_schedule_to_lr_zero():
     alone = train.lr_schedule(without_pruning(cfg), steps)
     assert float(alone(cfg.train.epochs * steps)) == pytest.approx(0.0, abs=1e-7)
     assert train.cache_key(cfg) != train.cache_key(without_pruning(cfg))
+
+
+def test_compare_trains_a_seed_and_tabulates_it(tmp_path):
+    from pipeline import compare
+    cfg = make_config("quick", build_dir=str(tmp_path))
+    rows = compare.compare(cfg, ["mlp"])
+    (row,) = rows
+    assert row["epochs"] == 10 and row["optimizer"] == "adam"            # the tutorial way
+    assert row["float_accuracy"] > 0.75 and abs(row["int8_accuracy"] - row["float_accuracy"]) < 0.02
+    assert row["params"] == 101_770 and row["int8_bytes"] < 120_000 and row["latency_us"] > 0
+    text = compare.table(rows, 1000)
+    assert "| mlp | 10 epochs, adam | 101,770 |" in text
