@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import ConfigError
+
 # Fashion-MNIST training-set pixel statistics: the model sees (x/255 - MEAN) / STD.
 MEAN = 0.2860
 STD = 0.3530
@@ -115,7 +117,23 @@ def make_config(profile: str = "default", **overrides) -> Config:
         if not hasattr(target, leaf):
             raise ValueError(f"unknown config key {dotted!r}")
         setattr(target, leaf, value)
+    check(cfg)
     return cfg
+
+
+def check(cfg: Config) -> None:
+    """Settings no run can use: one line naming the option, before anything is trained."""
+    problems = []
+    if cfg.train.epochs < 1:
+        problems.append(f"--epochs must be at least 1 (got {cfg.train.epochs})")
+    if cfg.prune.enabled and cfg.prune.epochs < 1:
+        problems.append(f"--prune-epochs must be at least 1 (got {cfg.prune.epochs})")
+    if not 0.0 <= cfg.prune.target_sparsity < 1.0:
+        problems.append(f"--target-sparsity must be in [0, 1) (got {cfg.prune.target_sparsity})")
+    if cfg.train.batch_size < 1:
+        problems.append(f"--batch-size must be at least 1 (got {cfg.train.batch_size})")
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def schedule_epochs(cfg: Config) -> int:

@@ -7,6 +7,12 @@ class PipelineError(Exception):
     exit_code = 1
 
 
+class ConfigError(PipelineError):
+    """An option or profile setting that no run can use."""
+
+    exit_code = 2
+
+
 class DataError(PipelineError):
     """A data file is missing, truncated, of the wrong format or fails its checksum."""
 

@@ -142,3 +142,17 @@ def test_disk_full_leaves_no_partial_files(released):
     assert len(errors) == 1 and "too large" in errors[0].lower(), r.stderr[-1500:]
     assert _digest(released / "exported") == before
     assert not list(released.glob(".exported-staging-*"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--prune-epochs", "0"], "--prune-epochs must be at least 1 (got 0)"),
+    (["--epochs", "0"], "--epochs must be at least 1 (got 0)"),
+    (["--target-sparsity", "1.5"], "--target-sparsity must be in [0, 1) (got 1.5)"),
+])
+def test_unusable_options_are_one_line_and_exit_2_before_training(args, message, tmp_path, capsys):
+    from pipeline import cli
+    code = cli.main(["export", "--build-dir", str(tmp_path / "build"), "--export-dir", str(tmp_path / "out"), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1] == f"error: {message}"
+    assert not (tmp_path / "build").exists() and not (tmp_path / "out").exists()
