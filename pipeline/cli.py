@@ -95,6 +95,15 @@ def cmd_pngs(args) -> int:
     return 0
 
 
+def cmd_photos(args) -> int:
+    from . import export
+    r = export.remeasure_photos(Path(args.export_dir), args.photos)
+    per_class = ", ".join(f"{v['correct']}/{v['photos']}" for _, v in sorted(r["per_class"].items(), key=lambda kv: int(kv[0])))
+    print(f"{r['model']} on {r['photos']} real photos ({r['folder']}): top-1 {r['accuracy']:.2%} "
+          f"({r['correct']}/{r['photos']}; per class {per_class}); {args.export_dir}/manifest.json and report.md updated")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +130,11 @@ def main(argv=None) -> int:
     p.add_argument("--no-report", dest="write_report", action="store_false",
                    help="do not write the table into <export-dir>/report.md")
     p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("photos", help="re-measure only the real photos on a release (after a change to the photo "
+                                      "conversion): manifest, report, contact sheet and confusion plot are rewritten")
+    p.add_argument("--export-dir", default="exported", help="release folder (default: exported)")
+    p.add_argument("--photos", help="real-photos-dev folder (default: $FASHION_EDGE_PHOTOS, else ../shared/real-photos-dev)")
+    p.set_defaults(func=cmd_photos)
     p = sub.add_parser("pngs", help="write the official images as PNG files, one folder per class")
     p.add_argument("out", help="output folder")
     p.add_argument("--split", choices=["test", "train"], default="test")

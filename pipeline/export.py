@@ -22,7 +22,7 @@ import numpy as np
 
 from . import calibrate, data, export_onnx, models, photos, prune, quantize, report, train, validate
 from .config import Config
-from .errors import GateError
+from .errors import DataError, GateError
 
 ARTIFACTS = {  # file → (format, precision)
     "model_float.tflite": ("tflite", "float32"),
@@ -253,17 +253,50 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
     plots = report.training_plots(out, splits, history, ref_probs)
     plots["reliability"] = report.reliability_plot(calibration_curves, out / report.PLOTS_EXTRA["reliability"])
     write_json(out / "manifest.json", manifest)       # the temperatures, which the photo run below reads
-    dev = photos.find_dev_set(cfg.data.photos_dir)
-    if dev is None:
-        progress("photos", "no real-photos-dev folder found ($FASHION_EDGE_PHOTOS): skipped")
-    else:
-        r = photos.evaluate(out / "model_int8.tflite", dev)
-        progress("photos", f"model_int8.tflite on {r['photos']} real photos ({dev}): top-1 {r['accuracy']:.2%}")
-        photos.contact_sheet(r, data.CLASS_NAMES, out / report.PLOTS_EXTRA["contact_sheet"])
-        report.confusion_plot(r["_y"], r["_pred"], out / report.PLOTS_EXTRA["photo_confusion"],
-                              title="Confusion matrix (real photos, int8 TFLite)")
-        manifest["real_photos"] = {"model": "model_int8.tflite", **photos.public(r)}
+    measure_photos(out, manifest, photos.find_dev_set(cfg.data.photos_dir))
     report.write_report(out, manifest, plots)
     write_json(out / "manifest.json", manifest)
     return manifest
+
+
+def measure_photos(out: Path, manifest: dict, dev: Path | None) -> None:
+    """The real-photo stage: the int8 TFLite model on the dev photos into `manifest` ("real_photos"),
+    with the contact sheet and the confusion plot written into `out`."""
+    if dev is None:
+        progress("photos", "no real-photos-dev folder found ($FASHION_EDGE_PHOTOS): skipped")
+        return
+    r = photos.evaluate(out / "model_int8.tflite", dev)
+    progress("photos", f"model_int8.tflite on {r['photos']} real photos ({dev}): top-1 {r['accuracy']:.2%}")
+    photos.contact_sheet(r, data.CLASS_NAMES, out / report.PLOTS_EXTRA["contact_sheet"])
+    report.confusion_plot(r["_y"], r["_pred"], out / report.PLOTS_EXTRA["photo_confusion"],
+                          title="Confusion matrix (real photos, int8 TFLite)")
+    manifest["real_photos"] = {"model": "model_int8.tflite", "conversion_commit": git_commit(), **photos.public(r)}
+
+
+def remeasure_photos(target: Path, photos_dir: str | None = None) -> dict:
+    """Re-run only the real-photo stage on the release in `target` (after a change to the photo conversion,
+    which does not touch the models): manifest, report and plots are rewritten in a staging copy that
+    replaces `target` by rename, as an export does. Returns the new manifest's "real_photos"."""
+    target = Path(target)
+    recover(target)
+    if not (target / "manifest.json").is_file():
+        raise DataError(f"{target / 'manifest.json'}: no release here; run `make export` first")
+    if photos_dir is not None and not (Path(photos_dir) / "MANIFEST.tsv").is_file():
+        raise DataError(f"{photos_dir}: not a real-photos folder (no MANIFEST.tsv in it)")
+    dev = photos.find_dev_set(photos_dir)
+    if dev is None:
+        raise DataError("no real-photos-dev folder (with a MANIFEST.tsv): give --photos DIR or set $FASHION_EDGE_PHOTOS")
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-staging-", dir=target.parent))
+    try:
+        shutil.copytree(target, staging, dirs_exist_ok=True)
+        manifest = json.loads((staging / "manifest.json").read_text())
+        measure_photos(staging, manifest, dev)
+        plots = {k: staging / v for k, v in {**report.PLOTS, "reliability": report.PLOTS_EXTRA["reliability"]}.items()
+                 if (staging / v).exists()}
+        report.write_report(staging, manifest, plots)
+        write_json(staging / "manifest.json", manifest)
+        promote(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest["real_photos"]
 

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parent.parent
-CANDIDATES = (REPO.parent / "shared" / "real-photos-dev", Path("/work/shared/real-photos-dev"))
+CANDIDATES = (REPO.parent / "shared" / "real-photos-dev",)
 
 
 def find_dev_set(explicit: str | None = None) -> Path | None:
@@ -42,7 +42,8 @@ def evaluate(model_path: Path, folder: Path, thresholds=(0.5, 0.7, 0.9)) -> dict
     m = np.zeros((10, 10), np.int64)
     np.add.at(m, (y, pred), 1)
     return {
-        "folder": str(folder), "photos": len(y), "correct": int((pred == y).sum()),
+        "folder": Path(folder).name,  # its name: the full path is this machine's
+        "photos": len(y), "correct": int((pred == y).sum()),
         "accuracy": round(float((pred == y).mean()), 4),
         "per_class": {int(c): {"photos": int((y == c).sum()), "correct": int((pred[y == c] == c).sum())}
                       for c in classes},

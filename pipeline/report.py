@@ -219,8 +219,8 @@ def real_photos_section(r: dict, labels: list[str]) -> list[str]:
              f"`{r['model']}` through `edge_runtime` (photo conversion with foreground cut-out) on "
              f"{r['photos']} phone photos of clothes (`{Path(r['folder']).name}`, CC0; never trained or "
              f"calibrated on): **top-1 {_pct(r['accuracy'])}** ({r['correct']}/{r['photos']}). The cut-out's "
-             "method and mask size were chosen on these photos, so the figure is optimistic, and the set is small "
-             "and uneven: read the per-class figures as rough.", "",
+             "settings were chosen on the training pool and, where it could not tell them apart, on these photos, so "
+             "the figure is optimistic, and the set is small and uneven: read the per-class figures as rough.", "",
              "| class | photos | correct | accuracy |", "|---|---:|---:|---:|"]
     for c, v in sorted(r["per_class"].items(), key=lambda kv: int(kv[0])):
         lines.append(f"| {labels[int(c)]} | {v['photos']} | {v['correct']} | {_pct(v['correct'] / v['photos'])} |")

@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import warnings
 import zlib
 
 import numpy as np
@@ -285,11 +286,34 @@ def test_cut_out_is_repeatable(dataset_images):
     assert np.array_equal(to_model_input(photo), to_model_input(photo))
 
 
-def test_without_opencv_a_cluttered_photo_still_converts_with_a_warning(dataset_images, monkeypatch):
-    import edge_runtime.preprocess as pre
+def test_cut_out_needs_no_opencv(dataset_images, monkeypatch):
+    """The device install without OpenCV (no `camera` extra) gets the same cut-out, and no warning."""
     monkeypatch.setitem(sys.modules, "cv2", None)        # what `import cv2` sees when it is not installed
-    monkeypatch.setattr(pre, "_warned", False)
     photo, _ = cluttered_photo(dataset_images[1])
-    with pytest.warns(UserWarning, match="OpenCV is not installed"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         out = to_model_input(photo)
-    assert out.shape == (28, 28) and out.dtype == np.uint8
+    assert out[0, 0] == 0 and out[:, 0].max() < 30       # the bedspread is gone: the cut-out ran
+
+
+def test_conversion_reports_its_time_and_the_cut_out_share(dataset_images):
+    photo, _ = cluttered_photo(dataset_images[1])
+    timings: dict = {}
+    to_model_input(photo, timings)
+    assert 0 < timings["cutout"] < timings["conversion"] < 1.0
+    plain: dict = {}
+    to_model_input(Image.fromarray(255 - dataset_images[1]).resize((200, 200)).convert("RGB"), plain)
+    assert "cutout" not in plain and plain["conversion"] > 0    # a product shot on white is not cut out
+
+
+def test_reconstruct_follows_a_winding_path_and_stays_4_connected():
+    from edge_runtime.preprocess import _reconstruct
+    mask = np.zeros((9, 9), bool)
+    mask[1, 1:8] = mask[1:8, 7] = mask[7, 1:8] = mask[3:8, 1] = mask[3, 1:6] = True   # a spiral
+    mask[0, 0] = True                    # touches the spiral only diagonally
+    seed = np.zeros_like(mask)
+    seed[3, 5] = True                    # the spiral's inner end
+    got = _reconstruct(seed, mask)
+    expected = mask.copy()
+    expected[0, 0] = False
+    assert np.array_equal(got, expected)

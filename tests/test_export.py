@@ -79,3 +79,41 @@ def test_changing_only_quantization_does_not_retrain(quick, capfd):
     export.run(again)
     err = capfd.readouterr().err
     assert "[train] reusing" in err and "[prune] reusing" in err
+
+
+def _photo_folder(root: Path) -> Path:
+    """A tiny real-photos-style folder (MANIFEST.tsv + JPEGs): dataset garments, dark on a light, noisy floor."""
+    from PIL import Image
+    from pipeline import data
+    _, _, x_test, y_test, _ = data.load_raw()
+    rng = np.random.default_rng(0)
+    rows = ["path\tclass_index\tclass_name"]
+    for i in range(6):
+        floor = rng.integers(170, 230, (120, 160, 3), dtype=np.uint8)
+        garment = np.asarray(Image.fromarray(255 - x_test[i]).resize((90, 90)))
+        floor[15:105, 35:125] = np.minimum(floor[15:105, 35:125], garment[..., None])
+        (root / "photos").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(floor).save(root / "photos" / f"{i}.jpg", quality=90)
+        rows.append(f"photos/{i}.jpg\t{y_test[i]}\t{data.CLASS_NAMES[y_test[i]]}")
+    (root / "MANIFEST.tsv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_photos_command_remeasures_only_the_real_photos_of_a_release(quick, tmp_path, capsys):
+    import shutil
+    _, _, out = quick
+    release = tmp_path / "exported"
+    shutil.copytree(out, release)
+    models_before = {n: h for n, h in _digest(release).items() if n.startswith("model_")}
+    assert cli.main(["photos", "--export-dir", str(release), "--photos", str(_photo_folder(tmp_path / "dev"))]) == 0
+    manifest = json.loads((release / "manifest.json").read_text())
+    r = manifest["real_photos"]
+    assert r["photos"] == 6 and r["folder"] == "dev" and 0 <= r["correct"] <= 6
+    assert f"({r['correct']}/6)" in (release / "report.md").read_text()
+    assert (release / "real_photos_contact_sheet.png").is_file()
+    assert {n: h for n, h in _digest(release).items() if n.startswith("model_")} == models_before
+    assert not list(tmp_path.glob(".exported-staging-*"))
+    capsys.readouterr()
+    assert cli.main(["photos", "--export-dir", str(release), "--photos", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp_path / 'nowhere'}: not a real-photos folder (no MANIFEST.tsv in it)"]
