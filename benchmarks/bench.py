@@ -1,4 +1,5 @@
-"""`make bench`: size, MACs, latency, throughput, cold start and peak RSS of every artifact in exported/.
+"""`make bench`: size, MACs, latency, throughput, cold start and peak RSS of every artifact in exported/;
+the photo path (decode, cut-out, conversion, model) on real photos and the camera loop's frame rate.
 
 One place for measuring: `make bench` (→ benchmarks/results.{json,md}), `make bench-baseline`
 (→ benchmarks/baseline.json) and tests/test_regression.py all call these functions.
@@ -362,7 +363,143 @@ def cold_start_keras(h5: Path, mean: float, std: float, repeats: int = 3) -> dic
                          for _ in range(repeats)])
 
 
+# --- the photo path and the camera loop -----------------------------------------------------------
+
+PHOTO_MODEL = "model_int8.tflite"          # the release model users run on photos
+PHOTO_RATIO = "photo_path_over_model_call"  # the gated figure: one photo ÷ one batch-1 model call
+CAMERA_SIZE = (640, 480)
+
+
+def one_thread_opencv() -> None:
+    """OpenCV (video decode in the camera loop) on one thread too, when it is installed."""
+    try:
+        import cv2
+    except ImportError:
+        return
+    cv2.setNumThreads(1)
+
+
+def dev_photos() -> list[Path]:
+    """The real phone photos (real-photos-dev: --photos, $FASHION_EDGE_PHOTOS or ../shared), or []."""
+    from pipeline import photos
+    folder = photos.find_dev_set()
+    return photos.read_dev_set(folder)[0] if folder else []
+
+
+def photo_path(model: Path, paths: list[Path], rounds: int = 5, model_calls: int = 400) -> dict:
+    """Every photo through decode → cut-out → conversion → model (with its mirror image), timed per stage,
+    `rounds` times; each round also times a block of batch-1 model calls on a 28×28 image, and the ratio
+    (median photo ÷ median model call of the same round, median over rounds) is the gated figure."""
+    from edge_runtime.classifier import Classifier
+    from edge_runtime.timing import STAGES, classify_timed, model_call_seconds
+
+    clf = Classifier(str(model), num_threads=1)
+    for p in paths[:10]:
+        classify_timed(clf, p)
+    model_call_seconds(clf, 100)
+    timed, calls, per_round = [], [], []
+    for _ in range(rounds):
+        block = model_call_seconds(clf, model_calls)
+        these = [classify_timed(clf, p) for p in paths]
+        per_round.append(float(np.median([t.total for t in these]) / np.median(block)))
+        timed += these
+        calls.append(block)
+    calls = np.concatenate(calls)
+    totals = np.array([t.total for t in timed])
+    return {
+        "model": model.name, "photos": len(paths), "rounds": rounds,
+        "total": summary(totals),
+        "stages": {s: summary(np.array([t.seconds[s] for t in timed])) for s in STAGES},
+        "model_call_b1": summary(calls),
+        PHOTO_RATIO: float(np.median(per_round)),
+        "what": "per photo: load_image (JPEG draft decode) + to_model_input (cut-out, conversion) + "
+                "Classifier.scores of the photo and its mirror + top-k; model call = Classifier.scores on one "
+                "28×28 image; one thread everywhere",
+    }
+
+
+_PHOTO_CHILD = r"""
+import json, sys
+from pathlib import Path
+from benchmarks import bench
+bench.one_thread_opencv()
+photos = bench.dev_photos()
+model, rounds, frames = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+print(json.dumps({"photo_path": bench.photo_path(model, photos, rounds),
+                  "camera": bench.camera_fps(model, photos, frames) if frames else None}))
+"""
+
+
+def photo_path_fresh(model: Path, rounds: int = 5, camera_frames: int = 300) -> dict:
+    """`photo_path` (and `camera_fps` unless `camera_frames` is 0) in a fresh process, as on a device: no
+    TensorFlow loaded (its thread pools share the cores), one BLAS and OpenCV thread."""
+    env = {**{k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}, **ONE_THREAD_ENV}
+    r = _run_json([sys.executable, "-c", _PHOTO_CHILD, str(Path(model).resolve()), str(rounds), str(camera_frames)],
+                  env, "photo path")
+    r.pop("process_s", None)
+    return r
+
+
+def make_video(paths: list[Path], path: Path, frames: int, size: tuple[int, int] = CAMERA_SIZE) -> Path:
+    """An MJPG .avi of `frames` frames at `size`: the photos in turn, each held for 3 frames (a camera
+    pointed at one garment, then the next)."""
+    import cv2
+    from PIL import Image
+    from edge_runtime.preprocess import load_image
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, size)
+    if not writer.isOpened():
+        raise RuntimeError(f"{path}: OpenCV cannot write an MJPG video here")
+    for i in range(frames):
+        photo = load_image(paths[(i // 3) % len(paths)]).convert("RGB").resize(size, Image.Resampling.BILINEAR)
+        writer.write(np.ascontiguousarray(np.asarray(photo)[..., ::-1]))
+    writer.release()
+    return path
+
+
+def camera_fps(model: Path, paths: list[Path], frames: int = 300) -> dict:
+    """Frames classified per second by the camera loop (`edge-classify --camera`) on a 640×480 video file
+    made from the photos, one thread; and the median milliseconds per stage of its frames."""
+    import io
+    from edge_runtime.camera import run_camera
+    from edge_runtime.classifier import Classifier
+
+    clf = Classifier(str(model), num_threads=1)
+    with tempfile.TemporaryDirectory(prefix="bench-camera-") as tmp:
+        video = make_video(paths, Path(tmp) / "camera.avi", frames)
+        err = io.StringIO()
+        t0 = time.perf_counter()
+        n = run_camera(clf, str(video), out=io.StringIO(), err=err)
+        elapsed = time.perf_counter() - t0
+    return {"frames": n, "seconds": elapsed, "fps": n / elapsed, "size": list(CAMERA_SIZE),
+            "summary": err.getvalue().strip().splitlines()[-1]}
+
+
 # --- the whole benchmark --------------------------------------------------------------------------
+
+def cpu_kind() -> str:
+    """What decides int8 speed, and so the ratios: "avx512_vnni", "avx_vnni", "avx2", or the architecture.
+    On an AVX2-only EPYC int8 TFLite was ~1.5× slower than float; with AVX512-VNNI ~2× faster."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return next((f for f in ("avx512_vnni", "avx_vnni", "avx2") if f in flags), platform.machine())
+
+
+def photo_ratio_budget(baseline: dict, kind: str | None = None) -> tuple[float, str]:
+    """The committed photo-path ratio for this CPU kind and where it comes from. A kind without its own
+    figure gets the largest committed one: the photo's numpy and Pillow work costs the same on every kind
+    and the int8 model call is fastest with VNNI, so the VNNI ratio is the loosest."""
+    kind = kind or cpu_kind()
+    committed = baseline.get(PHOTO_RATIO) or {}
+    if kind in committed:
+        return float(committed[kind]), kind
+    if not committed:
+        raise KeyError(f"{BASELINE.name} has no {PHOTO_RATIO}: run `make bench-baseline` on an idle machine")
+    other = max(committed, key=committed.get)
+    return float(committed[other]), f"{other} (none committed for {kind})"
+
 
 def machine() -> dict:
     cpu = platform.processor()
@@ -373,7 +510,8 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
+    return {"cpu": cpu, "cpu_kind": cpu_kind(), "cores": os.cpu_count(), "machine": platform.machine(),
+            "python": platform.python_version(),
             "system": f"{platform.system()} {platform.release()}"}
 
 
@@ -390,7 +528,8 @@ def _progress(msg: str) -> None:
 
 
 def measure(folder: Path, *, build_dir: Path | None = None, calls: int = 2000, keras_calls: int = 1000,
-            batch_calls: int = 200, keras_batch_calls: int = 60, rounds: int = 20, cold_repeats: int = 3) -> dict:
+            batch_calls: int = 200, keras_batch_calls: int = 60, rounds: int = 20, cold_repeats: int = 3,
+            photo_rounds: int = 5) -> dict:
     """Every figure of `make bench` for the release in `folder`, in one run."""
     t_start = time.perf_counter()
     folder = Path(folder)
@@ -449,6 +588,16 @@ def measure(folder: Path, *, build_dir: Path | None = None, calls: int = 2000, k
     h5.unlink()
     tmp.rmdir()
 
+    photos_found = dev_photos()
+    photo, camera = None, None
+    if photos_found and PHOTO_MODEL in names:
+        _progress(f"photo path: {len(photos_found)} real photos × {photo_rounds} rounds, {PHOTO_MODEL}, and the camera "
+                  "loop on a 640×480 video file made from them, in a fresh process")
+        fresh = photo_path_fresh(folder / PHOTO_MODEL, photo_rounds)
+        photo, camera = fresh["photo_path"], fresh["camera"]
+    else:
+        _progress("photo path: no real-photos-dev folder ($FASHION_EDGE_PHOTOS) or no int8 TFLite model: skipped")
+
     info = {}
     for fmt in ("tflite", "onnx"):
         f, i = f"model_float.{fmt}", f"model_int8.{fmt}"
@@ -472,6 +621,8 @@ def measure(folder: Path, *, build_dir: Path | None = None, calls: int = 2000, k
         "compute_floor": {**floor, "floor_ms_per_image": floor_s * 1e3},
         "models": rows,
         "ratios": info,
+        "photo_path": photo,
+        "camera": camera,
         "wall_s": time.perf_counter() - t_start,
     }
 
@@ -528,7 +679,31 @@ def markdown(results: dict) -> str:
         f"- Whole run: {results['wall_s']:.0f} s.",
         "",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + photo_markdown(results))
+
+
+def photo_markdown(results: dict) -> list[str]:
+    """The photo path split by stage, as a profiler would, and the camera loop's frame rate."""
+    p, cam = results.get("photo_path"), results.get("camera")
+    if not p:
+        return ["## Photo path", "", "Not measured: no real-photos-dev folder here ($FASHION_EDGE_PHOTOS).", ""]
+    total = p["total"]["median_ms"]
+    lines = ["## Photo path", "",
+             f"`{p['model']}` on {p['photos']} real phone photos (real-photos-dev) × {p['rounds']} rounds, one thread "
+             f"(OpenCV too): **{p[PHOTO_RATIO]:.1f}× a batch-1 model call** "
+             f"({total:.3f} ms per photo ÷ {p['model_call_b1']['median_ms']:.4f} ms; median per round).", "",
+             "| stage | median | p99 | share of the median photo |", "|---|--:|--:|--:|"]
+    what = {"decode": "decode (JPEG draft)", "cutout": "cut-out (garment mask)",
+            "conversion": "rest of the conversion", "model": "model (photo + mirror) + top-k"}
+    for stage, r in p["stages"].items():
+        lines.append(f"| {what.get(stage, stage)} | {r['median_ms']:.3f} ms | {r['p99_ms']:.3f} ms | "
+                     f"{r['median_ms'] / total:.0%} |")
+    lines.append(f"| **whole photo** | **{total:.3f} ms** | **{p['total']['p99_ms']:.3f} ms** | |")
+    if cam:
+        lines += ["", f"Camera loop (`edge-classify --camera`) on a {cam['size'][0]}×{cam['size'][1]} MJPG video made "
+                      f"from the photos: **{cam['fps']:.0f} frames classified per second** ({cam['frames']} frames in "
+                      f"{cam['seconds']:.2f} s). Its own summary: `{cam['summary']}`"]
+    return lines + [""]
 
 
 def make_baseline(results: dict, previous: dict | None = None) -> dict:
@@ -563,6 +738,9 @@ def make_baseline(results: dict, previous: dict | None = None) -> dict:
         "manifest_size_tolerance": previous.get("manifest_size_tolerance", 1.05),
         "real_photos_min_top1": previous.get("real_photos_min_top1", 0.5),
         "artifacts": artifacts,
+        # Per CPU kind (see cpu_kind): this run's kind is replaced, the others are kept.
+        PHOTO_RATIO: {**previous.get(PHOTO_RATIO, {}), **({results["machine"]["cpu_kind"]: round(
+            results["photo_path"][PHOTO_RATIO], 2)} if results.get("photo_path") else {})},
         "info": {
             **{k: round(v, 3) for k, v in results["ratios"].items() if k.startswith("int8_")},
             "keras_predict_over_edge": {k: round(v) for k, v in results["ratios"]["keras_predict_over_edge"].items()},
@@ -589,6 +767,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keras-calls", type=int, default=1000, help="batch-1 Keras predict calls (default 1000)")
     p.add_argument("--rounds", type=int, default=20, help="interleaved rounds (default 20)")
     p.add_argument("--cold-repeats", type=int, default=3, help="fresh processes per model (default 3)")
+    p.add_argument("--photo-rounds", type=int, default=5,
+                   help="passes over the real photos for the photo path (default 5)")
     p.add_argument("--write-baseline", action="store_true",
                    help=f"also rewrite {BASELINE.relative_to(ROOT)} from this run (budgets are kept)")
     args = p.parse_args(argv)
@@ -596,7 +776,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.exported or exported_dir()
     try:
         results = measure(folder, build_dir=args.build_dir, calls=args.calls, keras_calls=args.keras_calls,
-                          rounds=args.rounds, cold_repeats=args.cold_repeats)
+                          rounds=args.rounds, cold_repeats=args.cold_repeats, photo_rounds=args.photo_rounds)
     except (FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from PIL import Image
 from .classifier import Classifier, format_predictions
 from .errors import EdgeError
 from .preprocess import to_model_input
+from .timing import STAGES, Timed, classify_timed, stage_medians_ms
 
 RECONNECT_TRIES = 5
 RECONNECT_FIRST_WAIT_S = 0.5  # doubles after each failed try
@@ -94,12 +95,16 @@ def open_source(source: str) -> FrameSource:
     return OpenCVSource(source)
 
 
+def frame_to_picture(frame_bgr: np.ndarray) -> Image.Image | np.ndarray:
+    """A BGR camera frame → what `to_model_input` takes (an RGB image; a gray frame stays an array)."""
+    if frame_bgr.ndim == 2:
+        return frame_bgr
+    return Image.fromarray(np.ascontiguousarray(frame_bgr[..., 2::-1]))  # BGR(A) → RGB, alpha dropped
+
+
 def frame_to_model_input(frame_bgr: np.ndarray) -> np.ndarray:
     """A BGR camera frame → the (28, 28) uint8 model input."""
-    if frame_bgr.ndim == 2:
-        return to_model_input(frame_bgr)
-    rgb = np.ascontiguousarray(frame_bgr[..., 2::-1])  # BGR(A) → RGB, alpha dropped
-    return to_model_input(Image.fromarray(rgb))
+    return to_model_input(frame_to_picture(frame_bgr))
 
 
 def run_camera(
@@ -127,11 +132,13 @@ def run_camera(
     err = sys.stderr if err is None else err
     src: FrameSource | None = opener(source)
     frames = 0
-    latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+    latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)     # conversion + model, per frame
+    stages: deque[Timed] = deque(maxlen=LATENCY_WINDOW)
     started = time.perf_counter()
     live_line = out.isatty()
     try:
         while max_frames is None or frames < max_frames:
+            t_read = time.perf_counter()
             frame = src.read()
             if frame is None:
                 live = src.is_live
@@ -143,10 +150,11 @@ def run_camera(
                 if src is None:
                     break
                 continue
-            t0 = time.perf_counter()
-            scores = classifier.scores(frame_to_model_input(frame)[None], photos=True)[0]
-            predictions = classifier.top_k(scores, top_k)
-            latencies.append(time.perf_counter() - t0)
+            picture = frame_to_picture(frame)
+            timed = classify_timed(classifier, picture, top_k, decode_s=time.perf_counter() - t_read)
+            predictions = timed.predictions
+            latencies.append(timed.total - timed.seconds["decode"])
+            stages.append(timed)
             frames += 1
             fps = frames / max(time.perf_counter() - started, 1e-9)
             line = (
@@ -167,9 +175,11 @@ def run_camera(
             out.write("\n")
     elapsed = time.perf_counter() - started
     if frames:
+        ms = stage_medians_ms(list(stages))
         print(
             f"{source}: {frames} frames in {elapsed:.1f} s ({frames / elapsed:.1f} fps), "
-            f"median latency {statistics.median(latencies) * 1e3:.2f} ms",
+            f"median latency {statistics.median(latencies) * 1e3:.2f} ms; median ms per stage over the last "
+            f"{len(stages)} frames: " + ", ".join(f"{s} {ms[s]:.2f}" for s in STAGES),
             file=err,
         )
     return frames

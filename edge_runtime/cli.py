@@ -21,6 +21,7 @@ from .preprocess import IMAGE_EXTENSIONS, is_dataset_style, load_image, to_model
 DEFAULT_MODEL = Path("exported") / "model_int8.tflite"
 CHUNK = 64  # images preprocessed, then classified as one batch
 BENCH_WARMUP = 50
+PHOTO_BENCH_RUNS = 200  # at most: a photo costs ~40 model calls
 
 EPILOG = """\
 examples:
@@ -84,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--bench", action="store_true",
                        help="measure batch-1 latency (median and p99 after a warm-up, on the first PATH or "
                        "a built-in test image) and cold start (import + load + first inference in a fresh "
-                       "Python process), then exit")
+                       "Python process), then exit; when PATH is a photo, also the whole photo path (decode, "
+                       "cut-out, conversion, model), split by stage")
     bench.add_argument("--bench-runs", type=_positive_int, default=1000, metavar="N",
                        help="timed inferences for --bench (default: %(default)s)")
     return parser
@@ -192,12 +194,16 @@ def _format_line(path: Path, predictions: list[Prediction], threshold: float | N
 
 
 def _bench(classifier: Classifier, args: argparse.Namespace, out: TextIO) -> int:
+    photo = None
     if args.inputs:
         try:
-            image = to_model_input(load_image(args.inputs[0]))
+            picture = load_image(args.inputs[0])
+            image = to_model_input(picture)
         except EdgeError as e:
             print(f"edge-classify: {e}", file=sys.stderr)
             return 2
+        if not is_dataset_style(picture):
+            photo = Path(args.inputs[0])
     else:
         image = _builtin_test_image()
     batch = image[None]
@@ -224,6 +230,8 @@ def _bench(classifier: Classifier, args: argparse.Namespace, out: TextIO) -> int
         "cold_start_s": round(cold["in_process_s"], 4),
         "cold_start_with_python_s": round(cold["process_s"], 4),
     }
+    if photo is not None:
+        figures["photo"] = _bench_photo(classifier, photo, min(args.bench_runs, PHOTO_BENCH_RUNS), figures["median_ms"])
     if args.json:
         out.write(json.dumps(figures) + "\n")
         return 0
@@ -234,7 +242,29 @@ def _bench(classifier: Classifier, args: argparse.Namespace, out: TextIO) -> int
         f"cold start (fresh process: import + load + first inference): {figures['cold_start_s']:.3f} s; "
         f"{figures['cold_start_with_python_s']:.3f} s including Python start-up (files in the OS cache)\n"
     )
+    if photo is not None:
+        p = figures["photo"]
+        out.write(
+            f"photo path ({photo}: decode, conversion, model on the photo and its mirror), {p['runs']} runs: "
+            f"median {p['median_ms']:.3f} ms, p99 {p['p99_ms']:.3f} ms = {p['ratio_to_model_call']:.1f}× the model "
+            f"call above; median per stage: " + ", ".join(f"{k} {v:.3f} ms" for k, v in p["stages_ms"].items()) + "\n"
+        )
     return 0
+
+
+def _bench_photo(classifier: Classifier, path: Path, runs: int, model_call_ms: float) -> dict:
+    """The whole path of one photo file, timed per stage (edge_runtime.timing), as a device pays it."""
+    from .timing import classify_timed, stage_medians_ms
+
+    for _ in range(min(runs, 10)):
+        classify_timed(classifier, path)
+    timed = [classify_timed(classifier, path) for _ in range(runs)]
+    totals = np.array([t.total for t in timed])
+    ms = stage_medians_ms(timed)
+    return {"path": str(path), "runs": runs, "median_ms": round(ms.pop("total"), 4),
+            "p99_ms": round(float(np.percentile(totals, 99)) * 1e3, 4),
+            "ratio_to_model_call": round(float(np.median(totals)) * 1e3 / model_call_ms, 2),
+            "stages_ms": {k: round(v, 4) for k, v in ms.items()}}
 
 
 # Run in a fresh interpreter: the clock starts before edge_runtime (numpy, Pillow, the backend) is

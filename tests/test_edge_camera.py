@@ -55,6 +55,7 @@ def test_every_frame_of_a_video_is_classified(models, video):
     assert lines[0].startswith("frame 1\t") and lines[-1].startswith(f"frame {FRAMES}\t")
     assert all("fps" in line and "median" in line and " ms" in line for line in lines)
     assert f"{FRAMES} frames" in done.stderr
+    assert all(f"{stage} " in done.stderr for stage in ("decode", "cutout", "conversion", "model"))
 
 
 def test_max_frames_stops_early(models, video, capsys):

@@ -170,6 +170,26 @@ def test_bench_on_a_given_image(models, pictures, capsys):
     assert "latency" in capsys.readouterr().out
 
 
+def test_bench_on_a_photo_splits_the_photo_path_by_stage(models, pictures, tmp_path, capsys):
+    root, _ = pictures
+    garment = np.asarray(Image.open(sorted(root.glob("*.png"))[0]).resize((120, 120)))
+    floor = np.random.default_rng(0).integers(150, 230, (200, 260, 3), dtype=np.uint8)   # a busy floor
+    floor[40:160, 70:190] = np.minimum(floor[40:160, 70:190], 255 - garment[..., None])
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(floor).save(photo, quality=90)
+    assert main(["--model", str(models / "model_int8.tflite"), "--bench", "--bench-runs", "30", "--json", str(photo)]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    p = figures["photo"]
+    assert p["runs"] == 30 and set(p["stages_ms"]) == {"decode", "cutout", "conversion", "model"}
+    assert all(v > 0 for v in p["stages_ms"].values())
+    assert p["median_ms"] <= p["p99_ms"] and p["ratio_to_model_call"] > 1
+    assert main(["--model", str(models / "model_int8.tflite"), "--bench", "--bench-runs", "10", str(photo)]) == 0
+    assert "photo path" in capsys.readouterr().out
+    png = sorted(root.glob("*.png"))[0]                    # a dataset image has no photo path
+    assert main(["--model", str(models / "model_int8.tflite"), "--bench", "--bench-runs", "10", "--json", str(png)]) == 0
+    assert "photo" not in json.loads(capsys.readouterr().out)
+
+
 def test_bench_image_is_a_dataset_style_picture():
     from edge_runtime.cli import _builtin_test_image
 

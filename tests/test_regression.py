@@ -162,3 +162,24 @@ def test_real_photos_reproduce_manifest_and_reach_the_baseline(manifest, baselin
         f"{recorded['correct']}/{recorded['photos']} ({RELEASE / 'manifest.json'})"))
     floor = baseline.get("real_photos_min_top1", 0.5)
     _gate(r["accuracy"] >= floor, f"real-photo top-1 {r['accuracy']:.2%} < {floor:.0%} ({BASELINE_NAME})")
+
+
+# --- the photo path (decode + conversion + model) ---------------------------------------------------
+
+def test_photo_path_ratio_within_baseline(baseline, capsys):
+    """One real photo through the whole path ÷ one batch-1 model call, both measured here, one thread:
+    the committed ratio × the latency tolerance. Skipped where the real photos are not present."""
+    photos = bench.dev_photos()
+    if not photos:
+        pytest.skip("no real-photos-dev folder here ($FASHION_EDGE_PHOTOS)")
+    r = bench.photo_path_fresh(_path(bench.PHOTO_MODEL), rounds=3, camera_frames=0)["photo_path"]
+    committed, kind = bench.photo_ratio_budget(baseline)
+    tolerance = baseline.get("latency_tolerance", bench.TOLERANCE)
+    ratio = r[bench.PHOTO_RATIO]
+    stages = ", ".join(f"{s} {v['median_ms']:.3f} ms" for s, v in r["stages"].items())
+    message = (f"photo path ÷ batch-1 model call {ratio:.1f} (budget {committed * tolerance:.1f} = baseline {committed} "
+               f"for CPU kind {kind} × {tolerance}, {BASELINE_NAME}); per photo {r['total']['median_ms']:.3f} ms "
+               f"({stages}), model call {r['model_call_b1']['median_ms']:.4f} ms")
+    with capsys.disabled():
+        print(f"\n  [regression] {message}")
+    _gate(ratio <= committed * tolerance, message)
