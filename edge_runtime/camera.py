@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from .classifier import Classifier, format_predictions
+from .collect import Collector
 from .errors import EdgeError
 from .preprocess import to_model_input
 from .timing import STAGES, Timed, classify_timed, stage_medians_ms
@@ -119,13 +120,15 @@ def run_camera(
     err: TextIO | None = None,
     opener: Callable[[str], FrameSource] = open_source,
     sleep: Callable[[float], None] = time.sleep,
+    collector: Collector | None = None,
 ) -> int:
     """Classify frames until the source ends or `max_frames`; return the number of frames classified.
 
     Prints one line per frame (rewritten in place on a terminal) with the answer, FPS and the median
     latency of the last frames. If a live source drops and `reconnect` is set, it is reopened up to
     RECONNECT_TRIES times with a doubling wait; otherwise the loop ends cleanly. A source that cannot be
-    opened at the start raises EdgeError before any frame.
+    opened at the start raises EdgeError before any frame. With a `collector`, raw frames are also saved
+    as training photos (edge_runtime.collect), and the line of a frame that was saved names the file.
     """
     # Looked up per call (not as defaults), so a redirected sys.stdout/sys.stderr is honoured.
     out = sys.stdout if out is None else out
@@ -161,6 +164,9 @@ def run_camera(
                 f"frame {frames}\t{format_predictions(predictions, threshold)}\t"
                 f"{fps:.1f} fps\tmedian {statistics.median(latencies) * 1e3:.2f} ms"
             )
+            saved = collector.offer(frame) if collector is not None else None
+            if saved is not None:
+                line += f"\tsaved {saved}"
             if live_line:
                 out.write("\r\x1b[K" + line)
             else:
@@ -174,6 +180,8 @@ def run_camera(
         if live_line:
             out.write("\n")
     elapsed = time.perf_counter() - started
+    if collector is not None:
+        print(f"{source}: saved {len(collector.saved)} frames as {collector.label!r} into {collector.folder}", file=err)
     if frames:
         ms = stage_medians_ms(list(stages))
         print(

@@ -29,6 +29,7 @@ examples:
   edge-classify --model exported/model_int8.onnx --json --top-k 1 photos/ > answers.jsonl
   edge-classify --camera 0 --threshold 0.6          # USB camera; 'picamera' for the Pi camera
   edge-classify --camera clip.avi --max-frames 100
+  edge-classify --camera 0 --collect my-photos --label Shirt --every 2   # then: --photos-train my-photos
   edge-classify --bench
 
 exit status: 0 all images classified, 1 some files could not be read, 2 the model, the camera or the
@@ -81,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     camera.add_argument("--reconnect", action="store_true",
                         help="when a camera or stream drops, reopen it (5 tries, waiting 0.5 s, 1 s, 2 s, ...) "
                         "instead of stopping; a video file always stops at its end")
+    collect = parser.add_argument_group("collect training photos (adapt the model to your camera)")
+    collect.add_argument("--collect", metavar="DIR", type=Path,
+                         help="with --camera: also save raw frames as DIR/<class>/<UTC timestamp>.jpg, ready for "
+                         "`python -m pipeline export --photos-train DIR`")
+    collect.add_argument("--label", metavar="CLASS",
+                         help="with --collect: the class of what the camera sees (one of the model's labels, any case)")
+    collect.add_argument("--every", type=_seconds, default=1.0, metavar="S",
+                         help="with --collect: save at most one frame every S seconds (default: %(default)s)")
     bench = parser.add_argument_group("benchmark")
     bench.add_argument("--bench", action="store_true",
                        help="measure batch-1 latency (median and p99 after a warm-up, on the first PATH or "
@@ -100,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("nothing to classify: give image files, folders or globs, --camera SOURCE, or --bench")
     if args.camera and args.inputs:
         parser.error("--camera classifies frames; do not also give image paths")
+    if args.collect and not (args.camera and args.label):
+        parser.error("--collect needs --camera SOURCE and --label CLASS")
+    if args.label and not args.collect:
+        parser.error("--label names the class of collected frames: give --collect DIR too")
     try:
         try:
             classifier = Classifier(args.model, num_threads=args.threads, verify=not args.no_verify)
@@ -121,11 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _camera(classifier: Classifier, args: argparse.Namespace) -> int:
     from .camera import run_camera
+    from .collect import Collector
 
     try:
+        collector = Collector(args.collect, args.label, classifier.labels, args.every) if args.collect else None
         run_camera(
             classifier, args.camera, max_frames=args.max_frames, top_k=args.top_k,
-            threshold=args.threshold, reconnect=args.reconnect,
+            threshold=args.threshold, reconnect=args.reconnect, collector=collector,
         )
     except EdgeError as e:
         print(f"edge-classify: {e}", file=sys.stderr)
@@ -312,6 +327,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {value}")
     return value
 
 

@@ -143,3 +143,45 @@ def test_reconnect_gives_up_after_bounded_backoff(models):
     assert count == 2
     assert waits == [0.5 * 2**i for i in range(RECONNECT_TRIES)]
     assert f"giving up after {RECONNECT_TRIES} tries" in err.getvalue()
+
+
+# --- collecting training photos -------------------------------------------------------------------
+
+def test_collect_saves_raw_frames_per_class_ready_for_training(models, video, tmp_path, capsys):
+    from PIL import Image
+    from pipeline import photos_train
+
+    code = main(["--model", str(models / "model_int8.tflite"), "--camera", str(video), "--max-frames", "5",
+                 "--collect", str(tmp_path / "mine"), "--label", "t-shirt/TOP", "--every", "0"])
+    assert code == 0
+    saved = sorted((tmp_path / "mine" / "T-shirt_top").glob("*.jpg"))
+    assert len(saved) == 5 and not list((tmp_path / "mine").rglob("*.tmp"))
+    assert all(Image.open(p).size == (160, 120) for p in saved)      # the raw frame, not the 28×28 input
+    out = capsys.readouterr()
+    assert out.out.count("\tsaved ") == 5 and "saved 5 frames as 'T-shirt/top'" in out.err
+    photos = photos_train.read(tmp_path / "mine")                     # what --photos-train DIR reads
+    assert len(photos.paths) == 5 and set(photos.labels.tolist()) == {0}
+
+
+def test_collect_refuses_an_unknown_class_before_opening_the_camera(models, video, tmp_path, capsys):
+    code = main(["--model", str(models / "model_int8.tflite"), "--camera", str(video),
+                 "--collect", str(tmp_path / "mine"), "--label", "Hat"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "'Hat' is not a class of this model" in err[0] and "Ankle boot" in err[0]
+    assert not (tmp_path / "mine").exists()
+
+
+def test_collect_is_rate_limited():
+    from edge_runtime.collect import Collector
+
+    now = [0.0]
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        c = Collector(d, "Shirt", ["Shirt", "Coat"], every=2.0, clock=lambda: now[0])
+        frame = np.zeros((48, 64, 3), np.uint8)
+        saved = []
+        for t in (0.0, 0.5, 1.9, 2.0, 3.0, 4.1):
+            now[0] = t
+            saved.append(c.offer(frame) is not None)
+        assert saved == [True, False, False, True, False, True]
