@@ -117,6 +117,20 @@ def main(argv=None) -> int:
     p.add_argument("--target-sparsity", dest="prune.target_sparsity", type=float, help="pruning target (default 0.5)")
     p.add_argument("--prune-epochs", dest="prune.epochs", type=int, help="epochs trained with pruning: the last ones of the cosine schedule (default 15)")
     p.add_argument("--calibration-size", dest="quant.calibration_size", type=int, help="int8 calibration images from the training split")
+    p.add_argument("--photos-train", dest="photos_train.dir", metavar="DIR",
+                   help="real photos to adapt the model on after pruning: a folder with a MANIFEST.tsv like "
+                        "../shared/real-photos-train, or DIR/<class name>/*.jpg (default: $FASHION_EDGE_PHOTOS_TRAIN, "
+                        "else ../shared/real-photos-train when present)")
+    p.add_argument("--no-photos-train", dest="photos_train.auto", action="store_const", const=False,
+                   help="do not look for training photos: the Fashion-MNIST-only model ships")
+    p.add_argument("--photos-share", dest="photos_train.share", type=float, metavar="SHARE",
+                   help="share of every adapt batch that is photo variants (default 0.25)")
+    p.add_argument("--photos-epochs", dest="photos_train.epochs", type=int, metavar="N",
+                   help="epochs of the adapt fine-tune (default 3)")
+    p.add_argument("--photos-variants", dest="photos_train.variants", type=int, metavar="N",
+                   help="augmented variants per training photo, besides the photo itself (default 8)")
+    p.add_argument("--exclude-senders-of", dest="photos_train.exclude_senders_of", metavar="DIR",
+                   help="leave out training photos whose sender_id appears in DIR/MANIFEST.tsv (a sender-disjoint figure)")
     p.add_argument("--max-drop-pp", dest="gate.max_drop_pp", type=float, help="gate: largest accuracy drop vs float, in pp (default 0.3)")
     p.add_argument("--min-agreement", dest="gate.min_agreement", type=float, help="gate: smallest top-1 agreement with float (default 0.99)")
     p.set_defaults(func=cmd_export)

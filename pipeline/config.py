@@ -50,6 +50,20 @@ class PruneConfig:
 
 
 @dataclass
+class PhotosTrainConfig:
+    # Real photos to adapt on (pipeline/adapt.py): --photos-train DIR, else, when `auto`,
+    # $FASHION_EDGE_PHOTOS_TRAIN or ../shared/real-photos-train if present.
+    dir: str | None = None
+    auto: bool = True
+    exclude_senders_of: str | None = None   # leave out photos whose sender_id is in this folder's MANIFEST.tsv
+    variants: int = 8                 # augmented variants per photo, besides the photo itself
+    share: float = 0.25               # share of every adapt batch that is photo variants
+    balance: float = 0.5              # classes drawn in proportion to count**balance (0: equal, 1: as found)
+    epochs: int = 3                   # the fine-tune, after pruning, masks fixed
+    lr: float = 0.02                  # its peak learning rate, cosine to 0
+
+
+@dataclass
 class QuantConfig:
     calibration_size: int = 500       # images from the TRAINING split, seeded
     onnx_opset: int = 17
@@ -70,6 +84,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    photos_train: PhotosTrainConfig = field(default_factory=PhotosTrainConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     gate: GateConfig = field(default_factory=GateConfig)
 
@@ -86,6 +101,7 @@ PROFILES: dict[str, dict] = {
         "data": {"train_limit": 3000, "val_size": 1000, "test_limit": 1000},
         "train": {"epochs": 4, "batch_size": 128, "warmup_epochs": 0.0, "lr": 0.1},
         "prune": {"epochs": 2},
+        "photos_train": {"auto": False, "variants": 2, "epochs": 1},   # photos only when given
         "quant": {"calibration_size": 100},
     },
 }
@@ -132,6 +148,12 @@ def check(cfg: Config) -> None:
         problems.append(f"--target-sparsity must be in [0, 1) (got {cfg.prune.target_sparsity})")
     if cfg.train.batch_size < 1:
         problems.append(f"--batch-size must be at least 1 (got {cfg.train.batch_size})")
+    a = cfg.photos_train
+    if not 0.0 < a.share < 1.0:
+        problems.append(f"--photos-share must be between 0 and 1 (got {a.share})")
+    if a.epochs < 1 or a.variants < 0:
+        problems.append(f"--photos-epochs must be at least 1 and --photos-variants at least 0 "
+                        f"(got {a.epochs}, {a.variants})")
     if problems:
         raise ConfigError("; ".join(problems))
 

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import calibrate, data, export_onnx, models, photos, prune, quantize, report, train, validate
-from .config import Config
+from . import adapt, calibrate, data, export_onnx, models, photos, photos_train, prune, quantize, report, train, validate
+from .config import Config, stage_key
 from .errors import DataError, GateError
+from .prune import kernel_sparsity
 
 ARTIFACTS = {  # file → (format, precision)
     "model_float.tflite": ("tflite", "float32"),
@@ -135,15 +136,30 @@ def run(cfg: Config) -> dict:
     # Measured here from both models, never taken from a cache: what pruning buys once compressed.
     prune_info = {**prune_info, "kernel_gzip_bytes_before": prune.kernel_gzip_bytes(model),
                   "kernel_gzip_bytes_after": prune.kernel_gzip_bytes(pruned)}
+    fmnist_only, adapt_info, photo_set = None, None, photos_train.load(cfg)
+    if photo_set is None:
+        why = ("no real-photos-train folder (--photos-train, $FASHION_EDGE_PHOTOS_TRAIN, ../shared/real-photos-train)"
+               if cfg.photos_train.auto else "training photos not looked for (--no-photos-train, or the profile)")
+        progress("adapt", f"{why}: the Fashion-MNIST-only model ships")
+    else:
+        progress("adapt", f"{len(photo_set.paths)} real photos from {photo_set.folder} ({photo_set.counts()}): "
+                          f"{cfg.photos_train.epochs} epochs, {cfg.photos_train.share:.0%} of every batch")
+        fmnist_only = pruned
+        pruned, adapt_info = adapt.adapt_or_load(pruned, cfg, splits, photo_set,
+                                                 stage_key(train.cache_key(cfg), cfg.prune))
+        progress("adapt", f"Fashion-MNIST test accuracy {float((train.predict(fmnist_only, splits.x_test, cfg).argmax(1) == splits.y_test).mean()):.2%} "
+                          f"→ {float((train.predict(pruned, splits.x_test, cfg).argmax(1) == splits.y_test).mean()):.2%} (float Keras)")
     ref_probs = train.predict(pruned, splits.x_test, cfg)
     ref_pred = ref_probs.argmax(1)
     ref_acc = float((ref_pred == splits.y_test).mean())
-    progress("prune", f"sparsity {prune_info['measured_sparsity']:.1%}, pruned Keras test accuracy {ref_acc:.2%}")
+    progress("prune" if adapt_info is None else "adapt",
+             f"sparsity {kernel_sparsity(pruned):.1%}, shipped Keras test accuracy {ref_acc:.2%}")
+    adapted = None if adapt_info is None else {"model": fmnist_only, "photos": photo_set, "info": adapt_info}
 
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-staging-", dir=target.parent))
     try:
         manifest = _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred, ref_probs,
-                          history, train_dir, staging)
+                          history, train_dir, staging, adapted)
         failures = manifest["gate"]["failures"]
         if failures:
             raise GateError("parity gate failed, exported/ left untouched: " + "; ".join(failures))
@@ -163,7 +179,7 @@ def int8_tflite_calibrated(probs: np.ndarray, entries: list[dict]) -> np.ndarray
 
 
 def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred, ref_probs, history,
-           train_dir, out: Path) -> dict:
+           train_dir, out: Path, adapted: dict | None = None) -> dict:
     progress("quantize", "TFLite float32 and full-integer int8")
     calib = quantize.calibration_images(cfg, splits)
     (out / "model_float.tflite").write_bytes(quantize.to_tflite_float(pruned))
@@ -245,6 +261,7 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
               "passed": not failures, "failures": failures},
         tools=export_onnx.tool_versions(),
         sizes={"unpruned_float_tflite": unpruned_size},
+        photos_train=None if adapted is None else photos_train.describe(adapted["photos"], adapted["info"]),
     )
     previous_comparison = Path(cfg.export_dir) / report.COMPARISON_FILE
     if previous_comparison.exists():          # `compare` results stay with the release until re-run
@@ -253,24 +270,39 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
     plots = report.training_plots(out, splits, history, ref_probs)
     plots["reliability"] = report.reliability_plot(calibration_curves, out / report.PLOTS_EXTRA["reliability"])
     write_json(out / "manifest.json", manifest)       # the temperatures, which the photo run below reads
-    measure_photos(out, manifest, photos.find_dev_set(cfg.data.photos_dir))
+    before = None
+    if adapted is not None:                # the Fashion-MNIST-only model, measured the same way, not shipped
+        before = out / "fashion_mnist_only_int8.tflite"
+        before.write_bytes(quantize.to_tflite_int8(adapted["model"], calib))
+        manifest["photos_train"]["fashion_mnist_only_test_accuracy"] = round(float(
+            (train.predict(adapted["model"], splits.x_test, cfg).argmax(1) == splits.y_test).mean()), 4)
+    measure_photos(out, manifest, photos.find_dev_set(cfg.data.photos_dir), before)
+    if before is not None:
+        before.unlink()
     report.write_report(out, manifest, plots)
     write_json(out / "manifest.json", manifest)
     return manifest
 
 
-def measure_photos(out: Path, manifest: dict, dev: Path | None) -> None:
+def measure_photos(out: Path, manifest: dict, dev: Path | None, fmnist_only: Path | None = None) -> None:
     """The real-photo stage: the int8 TFLite model on the dev photos into `manifest` ("real_photos"),
-    with the contact sheet and the confusion plot written into `out`."""
+    with the contact sheet and the confusion plot written into `out`; and, when the release was adapted
+    on real photos, the same figures of the int8 model from before (`fmnist_only`), side by side."""
     if dev is None:
         progress("photos", "no real-photos-dev folder found ($FASHION_EDGE_PHOTOS): skipped")
         return
+    before = None
+    if fmnist_only is not None:
+        before = photos.public(photos.evaluate(fmnist_only, dev, verify=False))
+        progress("photos", f"Fashion-MNIST-only int8 model on the real photos: top-1 {before['accuracy']:.2%}")
     r = photos.evaluate(out / "model_int8.tflite", dev)
     progress("photos", f"model_int8.tflite on {r['photos']} real photos ({dev}): top-1 {r['accuracy']:.2%}")
     photos.contact_sheet(r, data.CLASS_NAMES, out / report.PLOTS_EXTRA["contact_sheet"])
     report.confusion_plot(r["_y"], r["_pred"], out / report.PLOTS_EXTRA["photo_confusion"],
                           title="Confusion matrix (real photos, int8 TFLite)")
     manifest["real_photos"] = {"model": "model_int8.tflite", "conversion_commit": git_commit(), **photos.public(r)}
+    if before is not None:
+        manifest["real_photos"]["fashion_mnist_only"] = before
 
 
 def remeasure_photos(target: Path, photos_dir: str | None = None) -> dict:

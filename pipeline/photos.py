@@ -30,13 +30,13 @@ def read_dev_set(folder: Path) -> tuple[list[Path], np.ndarray]:
     return [Path(folder) / r["path"] for r in rows], np.array([int(r["class_index"]) for r in rows])
 
 
-def evaluate(model_path: Path, folder: Path, thresholds=(0.5, 0.7, 0.9)) -> dict:
+def evaluate(model_path: Path, folder: Path, thresholds=(0.5, 0.7, 0.9), verify: bool = True) -> dict:
     """Top-1 on the dev photos, per class, confusion, and accuracy/coverage at a few thresholds."""
     from edge_runtime.classifier import Classifier
     from edge_runtime.preprocess import load_image, to_model_input
     paths, y = read_dev_set(folder)
     inputs = np.stack([to_model_input(load_image(p)) for p in paths])
-    probs = Classifier(str(model_path)).scores(inputs, photos=True)   # as edge-classify scores photos
+    probs = Classifier(str(model_path), verify=verify).scores(inputs, photos=True)   # as edge-classify scores photos
     pred, conf = probs.argmax(1), probs.max(1)
     classes = sorted(set(y.tolist()))
     m = np.zeros((10, 10), np.int64)

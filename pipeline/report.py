@@ -197,6 +197,8 @@ def write_report(out_dir: Path, manifest: dict, plots: dict[str, Path]) -> Path:
             lines.append(f"| `{a['file']}` | {c['temperature']:.3f} | {_pct(c['test_ece_before'])} | "
                          f"{_pct(c['test_ece_after'])} | {c['test_nll_before']:.4f} | {c['test_nll_after']:.4f} |")
     lines += [""]
+    if manifest.get("photos_train"):
+        lines += photos_train_section(manifest["photos_train"])
     if "real_photos" in manifest:
         lines += real_photos_section(manifest["real_photos"], manifest["labels"])
     if (Path(out_dir) / COMPARISON_FILE).exists():
@@ -214,6 +216,20 @@ def write_report(out_dir: Path, manifest: dict, plots: dict[str, Path]) -> Path:
     return path
 
 
+def photos_train_section(p: dict) -> list[str]:
+    counts = ", ".join(f"{name} {n}" for name, n in p["per_class"].items())
+    lines = ["## Adapted on real photos", "",
+             f"After pruning, the model was fine-tuned for {p['epochs']} epochs (peak lr {p['lr']}, pruning masks kept) on "
+             f"Fashion-MNIST batches of which {p['share']:.0%} were real phone photos from `{p['folder']}`: "
+             f"{p['photos']} photos from {p['senders']} senders ({counts}; manifest sha256 `{p['manifest_sha256'][:12]}…`), "
+             f"each in {p['variants_per_photo']} variants (augmented as photos, then converted by `edge_runtime` exactly as "
+             f"on the device), drawn class-balanced (count^{p['balance']}).", ""]
+    if "fashion_mnist_only_test_accuracy" in p:
+        lines += [f"Fashion-MNIST test accuracy of the float model before → after: "
+                  f"{_pct(p['fashion_mnist_only_test_accuracy'])} → see the parity table above.", ""]
+    return lines
+
+
 def real_photos_section(r: dict, labels: list[str]) -> list[str]:
     lines = ["## Real phone photos", "",
              f"`{r['model']}` through `edge_runtime` (photo conversion with foreground cut-out) on "
@@ -222,8 +238,18 @@ def real_photos_section(r: dict, labels: list[str]) -> list[str]:
              "settings were chosen on the training pool and, where it could not tell them apart, on these photos, so "
              "the figure is optimistic, and the set is small and uneven: read the per-class figures as rough.", "",
              "| class | photos | correct | accuracy |", "|---|---:|---:|---:|"]
-    for c, v in sorted(r["per_class"].items(), key=lambda kv: int(kv[0])):
-        lines.append(f"| {labels[int(c)]} | {v['photos']} | {v['correct']} | {_pct(v['correct'] / v['photos'])} |")
+    before = r.get("fashion_mnist_only")
+    if before:
+        lines[-2:] = ["| class | photos | Fashion-MNIST only | adapted on real photos (shipped) |", "|---|---:|---:|---:|"]
+        for c, v in sorted(r["per_class"].items(), key=lambda kv: int(kv[0])):
+            b = before["per_class"][c] if c in before["per_class"] else before["per_class"][str(c)]
+            lines.append(f"| {labels[int(c)]} | {v['photos']} | {b['correct']} ({_pct(b['correct'] / v['photos'])}) | "
+                         f"{v['correct']} ({_pct(v['correct'] / v['photos'])}) |")
+        lines.append(f"| **all** | {r['photos']} | **{before['correct']} ({_pct(before['accuracy'])})** | "
+                     f"**{r['correct']} ({_pct(r['accuracy'])})** |")
+    else:
+        for c, v in sorted(r["per_class"].items(), key=lambda kv: int(kv[0])):
+            lines.append(f"| {labels[int(c)]} | {v['photos']} | {v['correct']} | {_pct(v['correct'] / v['photos'])} |")
     lines += ["", "With a confidence threshold (calibrated scores), on the same photos:", "",
               "| --threshold | answered | accuracy when answered |", "|---:|---:|---:|"]
     for t in r["thresholds"]:

@@ -1,0 +1,98 @@
+"""Adapt: a short fine-tune of the pruned model on real photos mixed into Fashion-MNIST batches.
+
+The photos (pipeline/photos_train.py: augmented, converted by the runtime, cached) fill a share of
+every batch, drawn class-balanced; the rest is Fashion-MNIST, so the model keeps what it knew. The
+pruning masks stay fixed (zeros are put back after every step), the learning rate decays from
+`photos_train.lr` to 0 on a cosine. Fashion-MNIST-only training stays a cached stage of its own:
+the model before this step is the Fashion-MNIST-only model the report compares against.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from . import photo_augment, photos_train
+from . import train as training
+from .config import Config, build_path, stage_key
+from .prune import PRUNABLE, kernel_sparsity
+
+
+class KeepZeros(keras.callbacks.Callback):
+    """Puts the pruned weights back to zero after every step: the sparsity pruning paid for stays."""
+
+    def __init__(self, model: keras.Model):
+        super().__init__()
+        self.pairs = [(layer.kernel, tf.constant(layer.kernel.numpy() != 0, layer.kernel.dtype))
+                      for layer in model.layers if isinstance(layer, PRUNABLE)]
+
+    def on_train_batch_end(self, batch, logs=None):
+        for kernel, mask in self.pairs:
+            kernel.assign(kernel * mask)
+
+
+def mixed_dataset(x: np.ndarray, y: np.ndarray, px: np.ndarray, py: np.ndarray, weights: np.ndarray,
+                  cfg: Config) -> tuple[tf.data.Dataset, int]:
+    """Batches of `batch_size`: a `share` of photo variants drawn by `weights`, the rest Fashion-MNIST in a
+    shuffled order, both with the recipe's shift-and-flip. Returns the dataset and its steps per epoch."""
+    b = cfg.train.batch_size
+    n_photo = max(1, round(b * cfg.photos_train.share))
+    n_fm = b - n_photo
+    steps = math.ceil(len(y) / n_fm)
+    xs, ys = tf.constant(x[..., None]), tf.constant(y.astype(np.int64))
+    pxs, pys = tf.constant(px[..., None]), tf.constant(py.astype(np.int64))
+    logits = tf.constant(np.log(np.maximum(weights, 1e-12))[None], tf.float32)
+    mean, std = cfg.data.mean, cfg.data.std
+    options = tf.data.Options()
+    options.autotune.enabled = False       # see train.dataset: its thread stalls epoch boundaries
+    fm = tf.data.Dataset.range(len(y)).shuffle(len(y), seed=cfg.seed, reshuffle_each_iteration=True).repeat()
+
+    def batch(i):
+        j = tf.random.categorical(logits, n_photo, dtype=tf.int64)[0]
+        img = tf.concat([tf.gather(xs, i), tf.gather(pxs, j)], 0)
+        img = photo_augment.shift_and_flip(tf.cast(img, tf.float32) / 255.0)
+        label = tf.one_hot(tf.concat([tf.gather(ys, i), tf.gather(pys, j)], 0), 10)
+        return (img - mean) / std, label
+    ds = fm.batch(n_fm, drop_remainder=True).map(batch, num_parallel_calls=2, deterministic=True)
+    return ds.prefetch(2).with_options(options), steps
+
+
+def adapt(pruned: keras.Model, cfg: Config, splits, photos: photos_train.PhotoSet) -> tuple[keras.Model, dict]:
+    """Fine-tune a copy of `pruned` on Fashion-MNIST batches with real-photo variants mixed in."""
+    a = cfg.photos_train
+    training.seed_everything(cfg.seed + 2)
+    px, py, _ = photos_train.variants(photos, a.variants, cfg.seed, Path(cfg.build_dir))
+    weights = photos_train.balanced_weights(py, a.balance)
+    model = keras.models.clone_model(pruned)
+    model.set_weights(pruned.get_weights())
+    ds, steps = mixed_dataset(splits.x_train, splits.y_train, px, py, weights, cfg)
+    schedule = training.WarmupCosine(a.lr, 0, a.epochs * steps)
+    model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=cfg.train.momentum, nesterov=True),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.train.label_smoothing),
+                  metrics=["accuracy"])
+    history = model.fit(ds, steps_per_epoch=steps, epochs=a.epochs, verbose=0,
+                        validation_data=training.dataset(splits.x_val, splits.y_val, cfg, training=False),
+                        callbacks=[KeepZeros(model), training.EpochLog("adapt", a.epochs)])
+    info = {"photos": len(photos.paths), "variants_per_photo": a.variants + 1, "photo_images": int(len(py)),
+            "share": a.share, "balance": a.balance, "epochs": a.epochs, "lr": a.lr,
+            "measured_sparsity": round(kernel_sparsity(model), 4),
+            "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}
+    return model, info
+
+
+def adapt_or_load(pruned: keras.Model, cfg: Config, splits, photos: photos_train.PhotoSet,
+                  prune_key: str) -> tuple[keras.Model, dict]:
+    """Adapt, or reuse the model cached under build/ for this pruned model, photo set and settings."""
+    key = stage_key(prune_key, cfg.photos_train, photos.manifest_sha256, len(photos.paths),
+                    photos_train._conversion_digest())
+    out = build_path(cfg, "adapt", key)
+    if (out / "model.h5").is_file():
+        print(f"  [adapt] reusing {out}", file=sys.stderr)
+        return training.load_saved(out)
+    model, info = adapt(pruned, cfg, splits, photos)
+    training.save(model, info, cfg, out)
+    return model, info
