@@ -71,6 +71,8 @@ def cmd_export(args) -> int:
 def cmd_compare(args) -> int:
     from . import compare
     cfg = _config(args)
+    if args.photo_folds:
+        return _photo_folds(cfg, args)
     if args.folds:
         result = compare.folds(cfg, args.folds)
         print(f"{result['model']}: {args.folds}-fold validation accuracy {result['mean']:.2%} "
@@ -83,6 +85,24 @@ def cmd_compare(args) -> int:
     if args.write_report:
         from .report import set_comparison
         set_comparison(Path(cfg.export_dir), text)
+    return 0
+
+
+def _photo_folds(cfg, args) -> int:
+    from . import adapt, data, photos_train, prune, report, train
+    from .errors import DataError
+    photos = photos_train.load(cfg)
+    if photos is None:
+        raise DataError("no training photos: give --photos-train DIR (or set $FASHION_EDGE_PHOTOS_TRAIN)")
+    splits = data.load(cfg)
+    model, _, _ = train.train_or_load(cfg, splits)
+    pruned, _ = prune.prune_or_load(model, cfg, splits, train.cache_key(cfg))
+    r = adapt.sender_folds(cfg, splits, pruned, photos, args.photo_folds,
+                           log=lambda m: print(f"[photo-folds] {m}", file=sys.stderr, flush=True))
+    text = adapt.folds_table(r)
+    print(text)
+    if args.write_report:
+        report.set_section(Path(cfg.export_dir), report.PHOTO_FOLDS_FILE, text)
     return 0
 
 
@@ -140,6 +160,12 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=["mlp", "baseline", "compact", "tiny"],
                    help="models to compare (seeds trained the tutorial way: Adam, 10 epochs)")
     p.add_argument("--folds", type=int, help="k-fold estimate (mean ± std) of --model on the training set instead")
+    p.add_argument("--photo-folds", type=int, metavar="K",
+                   help="instead: sender-grouped K-fold figure of adapting on the training photos (--photos-train, "
+                        "else the default folder), the release recipe's model before and after, into report.md")
+    p.add_argument("--photos-train", dest="photos_train.dir", metavar="DIR",
+                   help="with --photo-folds: the training photos (default: $FASHION_EDGE_PHOTOS_TRAIN, "
+                        "../shared/real-photos-train)")
     p.add_argument("--export-dir", dest="export_dir", default="exported")
     p.add_argument("--no-report", dest="write_report", action="store_false",
                    help="do not write the table into <export-dir>/report.md")

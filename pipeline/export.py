@@ -263,9 +263,9 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
         sizes={"unpruned_float_tflite": unpruned_size},
         photos_train=None if adapted is None else photos_train.describe(adapted["photos"], adapted["info"]),
     )
-    previous_comparison = Path(cfg.export_dir) / report.COMPARISON_FILE
-    if previous_comparison.exists():          # `compare` results stay with the release until re-run
-        shutil.copy(previous_comparison, out / report.COMPARISON_FILE)
+    for file in report.SECTIONS:              # `compare` results stay with the release until re-run
+        if (Path(cfg.export_dir) / file).exists():
+            shutil.copy(Path(cfg.export_dir) / file, out / file)
     (out / "labels.txt").write_text("\n".join(data.CLASS_NAMES) + "\n")
     plots = report.training_plots(out, splits, history, ref_probs)
     plots["reliability"] = report.reliability_plot(calibration_curves, out / report.PLOTS_EXTRA["reliability"])

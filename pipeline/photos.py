@@ -32,9 +32,16 @@ def read_dev_set(folder: Path) -> tuple[list[Path], np.ndarray]:
 
 def evaluate(model_path: Path, folder: Path, thresholds=(0.5, 0.7, 0.9), verify: bool = True) -> dict:
     """Top-1 on the dev photos, per class, confusion, and accuracy/coverage at a few thresholds."""
+    paths, y = read_dev_set(folder)
+    return {"folder": Path(folder).name,  # its name: the full path is this machine's
+            **evaluate_paths(model_path, paths, y, thresholds, verify)}
+
+
+def evaluate_paths(model_path: Path, paths: list[Path], y: np.ndarray, thresholds=(0.5, 0.7, 0.9),
+                   verify: bool = True) -> dict:
+    """`evaluate` on any list of photos and their classes."""
     from edge_runtime.classifier import Classifier
     from edge_runtime.preprocess import load_image, to_model_input
-    paths, y = read_dev_set(folder)
     inputs = np.stack([to_model_input(load_image(p)) for p in paths])
     probs = Classifier(str(model_path), verify=verify).scores(inputs, photos=True)   # as edge-classify scores photos
     pred, conf = probs.argmax(1), probs.max(1)
@@ -42,7 +49,6 @@ def evaluate(model_path: Path, folder: Path, thresholds=(0.5, 0.7, 0.9), verify:
     m = np.zeros((10, 10), np.int64)
     np.add.at(m, (y, pred), 1)
     return {
-        "folder": Path(folder).name,  # its name: the full path is this machine's
         "photos": len(y), "correct": int((pred == y).sum()),
         "accuracy": round(float((pred == y).mean()), 4),
         "per_class": {int(c): {"photos": int((y == c).sum()), "correct": int((pred[y == c] == c).sum())}
@@ -83,3 +89,13 @@ def contact_sheet(result: dict, labels: list[str], path: Path, columns: int = 9)
 def public(result: dict) -> dict:
     """The result without the arrays, for the manifest."""
     return {k: v for k, v in result.items() if not k.startswith("_")}
+
+
+def write_minimal_manifest(folder: Path, cfg) -> None:
+    """A manifest with just the labels and normalization, so a model that is measured but not shipped
+    (written into `folder`) gets the release's input scaling in edge_runtime."""
+    import json
+    from .data import CLASS_NAMES
+    (Path(folder) / "manifest.json").write_text(json.dumps({
+        "schema": 1, "labels": CLASS_NAMES, "artifacts": [],
+        "input": {"normalization": {"mean": cfg.data.mean, "std": cfg.data.std}}}))

@@ -201,8 +201,9 @@ def write_report(out_dir: Path, manifest: dict, plots: dict[str, Path]) -> Path:
         lines += photos_train_section(manifest["photos_train"])
     if "real_photos" in manifest:
         lines += real_photos_section(manifest["real_photos"], manifest["labels"])
-    if (Path(out_dir) / COMPARISON_FILE).exists():
-        lines += [comparison_section((Path(out_dir) / COMPARISON_FILE).read_text().strip()), ""]
+    for file in SECTIONS:
+        if (Path(out_dir) / file).exists():
+            lines += [section(file, (Path(out_dir) / file).read_text().strip()), ""]
     lines += ["## Plots", ""]
     titles = {"samples": "Training samples", "curves": "Learning curves (training run)",
               "confusion": "Confusion matrix of the pruned float model on the test set",
@@ -262,24 +263,43 @@ def real_photos_section(r: dict, labels: list[str]) -> list[str]:
 
 
 COMPARISON_FILE = "comparison.md"
-_BEGIN, _END = "<!-- comparison:begin -->", "<!-- comparison:end -->"
+PHOTO_FOLDS_FILE = "photo_folds.md"
+# Sections measured by their own commands (`compare`, `compare --photo-folds`): kept beside the release as
+# files and in its report.md until re-run. file → title.
+SECTIONS = {COMPARISON_FILE: "Model comparison", PHOTO_FOLDS_FILE: "Real photos: sender-grouped cross-validation"}
+
+
+def _markers(file: str) -> tuple[str, str]:
+    key = "comparison" if file == COMPARISON_FILE else Path(file).stem
+    return f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
+
+
+def section(file: str, text: str) -> str:
+    begin, end = _markers(file)
+    return f"{begin}\n## {SECTIONS[file]}\n\n{text}\n{end}"
 
 
 def comparison_section(text: str) -> str:
-    return f"{_BEGIN}\n## Model comparison\n\n{text}\n{_END}"
+    return section(COMPARISON_FILE, text)
 
 
-def set_comparison(export_dir: Path, text: str) -> None:
-    """Keep the comparison table beside the release and in its report.md (replacing an older one)."""
+def set_section(export_dir: Path, file: str, text: str) -> None:
+    """Keep a measured section beside the release (`file`) and in its report.md, replacing an older one."""
     export_dir = Path(export_dir)
-    (export_dir / COMPARISON_FILE).write_text(text + "\n")
+    (export_dir / file).write_text(text + "\n")
     report = export_dir / "report.md"
     if not report.exists():
         return
     body = report.read_text()
-    if _BEGIN in body:
-        head, rest = body.split(_BEGIN, 1)
-        body = head + comparison_section(text) + rest.split(_END, 1)[1]
+    begin, end = _markers(file)
+    if begin in body:
+        head, rest = body.split(begin, 1)
+        body = head + section(file, text) + rest.split(end, 1)[1]
     else:
-        body = body.replace("## Plots", comparison_section(text) + "\n\n## Plots", 1)
+        body = body.replace("## Plots", section(file, text) + "\n\n## Plots", 1)
     report.write_text(body)
+
+
+def set_comparison(export_dir: Path, text: str) -> None:
+    """Keep the comparison table beside the release and in its report.md (replacing an older one)."""
+    set_section(export_dir, COMPARISON_FILE, text)

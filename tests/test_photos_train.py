@@ -110,3 +110,19 @@ def test_quick_export_adapts_on_a_photo_folder_and_records_it(quick_release, cla
 def test_quick_profile_ships_fashion_mnist_only_without_photos_and_says_so(quick_release):
     _, manifest, _ = quick_release
     assert manifest["photos_train"] is None
+
+
+@pytest.mark.slow
+def test_sender_grouped_folds_hold_out_every_photo_once_into_the_report(quick_release, class_folders, tmp_path, capsys):
+    import shutil
+    cfg, _, root = quick_release
+    release = tmp_path / "exported"
+    shutil.copytree(root / "exported", release)
+    code = cli.main(["compare", "--profile", "quick", "--build-dir", cfg.build_dir, "--export-dir", str(release),
+                     "--photo-folds", "2", "--photos-train", str(class_folders)])
+    assert code == 0
+    text = (release / "photo_folds.md").read_text()
+    assert "Sender-grouped 2-fold" in text and "| **all** (balanced accuracy) | 12 |" in text
+    assert "## Real photos: sender-grouped cross-validation" in (release / "report.md").read_text()
+    for name in ("Trouser", "Shirt", "Ankle boot"):
+        assert f"| {name} | 4 |" in text
