@@ -146,6 +146,7 @@ def write_report(out_dir: Path, manifest: dict, plots: dict[str, Path]) -> Path:
     unpruned = manifest["sizes"]["unpruned_float_tflite"]
     i8 = arts["model_int8.tflite"]
     fl = arts["model_float.tflite"]
+    adapted = ", adapted on real photos" if manifest.get("photos_train") else ""
     lines = [
         "# fashion-edge export report", "",
         f"Created {manifest['created']} from commit `{manifest['git_commit']}`, seed {manifest['seed']}, "
@@ -155,8 +156,8 @@ def write_report(out_dir: Path, manifest: dict, plots: dict[str, Path]) -> Path:
         "## Float vs pruned vs int8", "",
         "| model | accuracy | size (bytes) | gzip size (bytes) |", "|---|---:|---:|---:|",
         f"| float (before pruning{_before_pruning(manifest)}, TFLite float32) | {_pct(ref['unpruned_accuracy'])} | {unpruned['bytes']:,} | {unpruned['gzip_bytes']:,} |",
-        f"| pruned float (TFLite float32) | {_pct(fl['accuracy'])} | {fl['bytes']:,} | {fl['gzip_bytes']:,} |",
-        f"| pruned int8 (TFLite full-integer) | {_pct(i8['accuracy'])} | {i8['bytes']:,} | {i8['gzip_bytes']:,} |", "",
+        f"| pruned{adapted} float (TFLite float32) | {_pct(fl['accuracy'])} | {fl['bytes']:,} | {fl['gzip_bytes']:,} |",
+        f"| pruned{adapted} int8 (TFLite full-integer) | {_pct(i8['accuracy'])} | {i8['bytes']:,} | {i8['gzip_bytes']:,} |", "",
         f"Pruning: target sparsity {pr['target_sparsity']:.0%}, measured kernel sparsity {pr['measured_sparsity']:.1%}; "
         f"gzip size of the float32 kernels {pr.get('kernel_gzip_bytes_before', 0):,} → {pr.get('kernel_gzip_bytes_after', 0):,} bytes. "
         "Zeros do not shrink a flatbuffer; they shrink what is compressed.", "",
