@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 export TF_ENABLE_ONEDNN_OPTS := 1
 
-.PHONY: help venv data export test test-fast bench bench-baseline pi-check clean
+.PHONY: help venv data browser export test test-fast bench bench-baseline pi-check clean
 
 help:
 	@echo "make export          build exported/ (train, prune, int8, TFLite + ONNX, parity gate); ~25 min on 2 cores"
@@ -42,13 +42,22 @@ data:
 	    || echo "warning: could not install dataset-fashion-mnist; the loader will try the Keras cache, then a download"; \
 	fi
 
+# The --serve page is tested in a real headless browser: Debian's chromium (Playwright never downloads one here).
+browser:
+	@if ! command -v chromium >/dev/null; then \
+	  echo "installing Debian package chromium (for the --serve page test)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
+	  ( $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium ) \
+	    || echo "warning: could not install chromium; the browser test will be skipped"; \
+	fi
+
 export: venv data
 	@start=$$(date +%s); \
 	$(BIN)/python -m pipeline export $(ARGS) && \
 	echo "make export: wall time $$(( $$(date +%s) - start )) s"
 
 # The emulated Raspberry Pi check (pytest -m pi, ~3 min on a fresh machine) is its own CI step: make pi-check.
-test: venv data
+test: venv data browser
 	$(BIN)/python -m pytest -q -m "not pi" $(ARGS)
 
 test-fast: venv data

@@ -249,6 +249,12 @@ def answer(predictions: list[Prediction], threshold: float | None = None) -> str
     return UNSURE if is_unsure(predictions, threshold) else predictions[0].label
 
 
+def json_answer(name: str, predictions: list[Prediction], threshold: float | None = None) -> dict:
+    """One `edge-classify --json` answer: {"path", "label", "top_k": [{"label", "index", "score"}, ...]}."""
+    top_k = [{"label": p.label, "index": p.index, "score": round(p.score, 6)} for p in predictions]
+    return {"path": name, "label": answer(predictions, threshold), "top_k": top_k}
+
+
 def format_predictions(predictions: list[Prediction], threshold: float | None = None) -> str:
     """'Coat 0.912, Pullover 0.051' or, when the best score is under `threshold`, 'unsure (Coat 0.412, …)'."""
     ranked = ", ".join(f"{p.label} {p.score:.3f}" for p in predictions)

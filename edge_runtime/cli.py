@@ -14,7 +14,7 @@ from typing import Sequence, TextIO
 
 import numpy as np
 
-from .classifier import Classifier, Prediction, answer, format_predictions
+from .classifier import Classifier, Prediction, format_predictions, json_answer
 from .errors import EdgeError
 from .preprocess import IMAGE_EXTENSIONS, is_dataset_style, load_image, to_model_input
 
@@ -30,6 +30,7 @@ examples:
   edge-classify --camera 0 --threshold 0.6          # USB camera; 'picamera' for the Pi camera
   edge-classify --camera clip.avi --max-frames 100
   edge-classify --camera 0 --collect my-photos --label Shirt --every 2   # then: --photos-train my-photos
+  edge-classify --camera 0 --serve 0.0.0.0:8080      # live page for a headless Pi: http://<pi>:8080/
   edge-classify --bench
 
 exit status: 0 all images classified, 1 some files could not be read, 2 the model, the camera or the
@@ -82,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     camera.add_argument("--reconnect", action="store_true",
                         help="when a camera or stream drops, reopen it (5 tries, waiting 0.5 s, 1 s, 2 s, ...) "
                         "instead of stopping; a video file always stops at its end")
+    serve = parser.add_argument_group("live view (headless device)")
+    serve.add_argument("--serve", metavar="[HOST:]PORT",
+                       help="serve a live page (the frame, the 28×28 image the model saw, top-k, fps, ms per stage) "
+                       "and a JSON API (/api/latest, /api/events, POST /api/classify, /stream.mjpg, /healthz); "
+                       "with --camera it runs the capture loop, without it the page classifies uploaded photos. "
+                       "HOST defaults to 127.0.0.1 (this device only); --serve 0.0.0.0:8080 for the network")
     collect = parser.add_argument_group("collect training photos (adapt the model to your camera)")
     collect.add_argument("--collect", metavar="DIR", type=Path,
                          help="with --camera: also save raw frames as DIR/<class>/<UTC timestamp>.jpg, ready for "
@@ -105,8 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `edge-classify`; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.inputs and not args.camera and not args.bench:
-        parser.error("nothing to classify: give image files, folders or globs, --camera SOURCE, or --bench")
+    if not args.inputs and not args.camera and not args.bench and not args.serve:
+        parser.error("nothing to classify: give image files, folders or globs, --camera SOURCE, --serve PORT or --bench")
+    if args.serve and (args.inputs or args.collect or args.bench):
+        parser.error("--serve classifies the camera and uploads: do not also give image paths, --collect or --bench")
     if args.camera and args.inputs:
         parser.error("--camera classifies frames; do not also give image paths")
     if args.collect and not (args.camera and args.label):
@@ -119,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except EdgeError as e:
             print(f"edge-classify: {e}", file=sys.stderr)
             return 2
+        if args.serve:
+            return _serve(args)
         if args.bench:
             return _bench(classifier, args, sys.stdout)
         if args.camera:
@@ -130,6 +141,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader (e.g. `head`) went away: stop quietly, as other command-line tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from . import serve    # only with --serve: nothing of the server is imported otherwise
+
+    try:
+        address = serve.parse_address(args.serve)
+        return serve.run(args.model, address, camera=args.camera, top_k=args.top_k, threshold=args.threshold,
+                         threads=args.threads, verify=not args.no_verify)
+    except EdgeError as e:
+        print(f"edge-classify: {e}", file=sys.stderr)
+        return 2
 
 
 def _camera(classifier: Classifier, args: argparse.Namespace) -> int:
@@ -204,8 +227,7 @@ def _classify_files(classifier: Classifier, args: argparse.Namespace, out: TextI
 def _format_line(path: Path, predictions: list[Prediction], threshold: float | None, as_json: bool) -> str:
     if not as_json:
         return f"{path}\t{format_predictions(predictions, threshold)}"
-    top_k = [{"label": p.label, "index": p.index, "score": round(p.score, 6)} for p in predictions]
-    return json.dumps({"path": str(path), "label": answer(predictions, threshold), "top_k": top_k}, ensure_ascii=False)
+    return json.dumps(json_answer(str(path), predictions, threshold), ensure_ascii=False)
 
 
 def _bench(classifier: Classifier, args: argparse.Namespace, out: TextIO) -> int:

@@ -15,6 +15,7 @@ Pillow only, so a phone photo costs about a millisecond on one core (`make bench
 from __future__ import annotations
 
 import functools
+import io
 import struct
 import time
 import warnings
@@ -93,29 +94,40 @@ def load_image(path: str | Path) -> Image.Image:
         raise EdgeError(f"{path}: is a directory, not an image")
     if path.stat().st_size == 0:
         raise EdgeError(f"{path}: empty file (0 bytes)")
+    return _decode(path, path)
+
+
+def decode_image(data: bytes, name: str = "request body") -> Image.Image:
+    """`load_image` for bytes in memory (an upload): the same limits and errors, `name` in place of a path."""
+    if not data:
+        raise EdgeError(f"{name}: empty (0 bytes)")
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(source, name) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 if img.format == "JPEG":
                     img.draft(img.mode, (JPEG_DRAFT_SIZE, JPEG_DRAFT_SIZE))
-                _check_pixel_count(img, path)
+                _check_pixel_count(img, name)
                 img.load()
                 # exif_transpose returns a new image, which outlives the closed file.
                 return ImageOps.exif_transpose(img)
     except EdgeError:
         raise
     except MemoryError as e:
-        raise EdgeError(f"{path}: image too large to decode in the available memory") from e
+        raise EdgeError(f"{name}: image too large to decode in the available memory") from e
     except Image.UnidentifiedImageError as e:
-        raise EdgeError(f"{path}: not an image file (or a format Pillow cannot read)") from e
+        raise EdgeError(f"{name}: not an image file (or a format Pillow cannot read)") from e
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise EdgeError(f"{path}: refused, image is too large (possible decompression bomb): {e}") from e
+        raise EdgeError(f"{name}: refused, image is too large (possible decompression bomb): {e}") from e
     except _DECODE_ERRORS as e:
-        raise EdgeError(f"{path}: cannot decode image, the file is truncated or corrupt ({e})") from e
+        raise EdgeError(f"{name}: cannot decode image, the file is truncated or corrupt ({e})") from e
 
 
-def _check_pixel_count(img: Image.Image, path: Path) -> None:
+def _check_pixel_count(img: Image.Image, path) -> None:
     w, h = img.size
     if w * h > MAX_PIXELS:
         raise EdgeError(

@@ -27,6 +27,7 @@ class Timed:
 
     predictions: list[Prediction]
     seconds: dict[str, float]
+    model_input: np.ndarray | None = None     # the (28, 28) uint8 image the model was given
 
     @property
     def total(self) -> float:
@@ -48,7 +49,7 @@ def classify_timed(classifier: Classifier, picture, top_k: int = 3, decode_s: fl
     model_s = time.perf_counter() - t0
     cutout = spent.get("cutout", 0.0)
     return Timed(predictions, {"decode": decode_s, "cutout": cutout,
-                               "conversion": spent["conversion"] - cutout, "model": model_s})
+                               "conversion": spent["conversion"] - cutout, "model": model_s}, x)
 
 
 def model_call_seconds(classifier: Classifier, calls: int, image: np.ndarray | None = None) -> np.ndarray:

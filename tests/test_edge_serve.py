@@ -1,0 +1,265 @@
+"""`edge-classify --serve`: every endpoint over real HTTP on loopback, bad input, a bounded load test that
+checks the camera loop keeps its pace, a clean SIGTERM, and the page in a real headless Chromium."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge_runtime import serve
+from edge_runtime.classifier import Classifier
+
+try:
+    from edge_models import REPO, build_once, fashion_mnist
+except ImportError:  # tests/ collected as a package
+    from tests.edge_models import REPO, build_once, fashion_mnist
+
+cv2 = pytest.importorskip("cv2")
+CLASSES = (1, 8)            # the video alternates trousers and bags, so the label changes
+HOLD = 15                   # frames per garment: half a second at the served 30 fps
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    return build_once(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    """An MJPG .avi: dataset trousers and bags drawn dark on a light 320×240 frame, in turn."""
+    images, labels = fashion_mnist("t10k", 200)
+    picks = [images[np.flatnonzero(labels == c)[0]] for c in CLASSES]
+    path = tmp_path_factory.mktemp("serve-video") / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (320, 240))
+    for k in range(4 * HOLD):
+        frame = np.full((240, 320, 3), 235, np.uint8)
+        garment = cv2.resize(255 - picks[(k // HOLD) % 2], (200, 200), interpolation=cv2.INTER_CUBIC)
+        frame[20:220, 60:260] = np.minimum(frame[20:220, 60:260], garment[..., None])
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(models, video):
+    srv = serve.start(models / "model_int8.tflite", ("127.0.0.1", 0), camera=str(video))
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    _wait(lambda: srv.capture.frames > 3)
+    yield srv
+    serve.stop(srv)
+    thread.join(timeout=5)
+    assert srv.capture.src is None                     # the camera was released
+
+
+def _wait(ok, timeout: float = 20.0) -> None:
+    t0 = time.monotonic()
+    while not ok():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def _request(srv, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    conn = http.client.HTTPConnection(*srv.server_address[:2], timeout=20)
+    conn.request(method, path, body=body, headers=headers or {})
+    r = conn.getresponse()
+    data = r.read()
+    conn.close()
+    return r.status, r.getheader("Content-Type"), data
+
+
+def _png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_page_health_latest_input_events_and_stream(server):
+    status, ctype, body = _request(server, "GET", "/")
+    assert status == 200 and ctype.startswith("text/html") and b"edge-classify live" in body
+    assert b"http://" not in body and b"https://" not in body              # self-contained: no CDN
+    status, _, body = _request(server, "GET", "/healthz")
+    assert status == 200 and json.loads(body)["ok"] is True
+    status, ctype, body = _request(server, "GET", "/api/latest")
+    latest = json.loads(body)
+    assert status == 200 and ctype == "application/json"
+    assert latest["label"] in ("Trouser", "Bag") and len(latest["top_k"]) == 3
+    assert set(latest["timings_ms"]) == {"decode", "cutout", "conversion", "model"} and latest["fps"] > 0
+    status, ctype, body = _request(server, "GET", "/input.png")
+    assert status == 200 and ctype == "image/png" and Image.open(io.BytesIO(body)).size == (28, 28)
+
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    conn.request("GET", "/api/events")
+    r = conn.getresponse()
+    assert r.getheader("Content-Type") == "text/event-stream"
+    line = r.fp.readline()
+    assert line.startswith(b"data: ") and json.loads(line[6:])["frame"] >= 1
+    conn.close()
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    conn.request("GET", "/stream.mjpg")
+    r = conn.getresponse()
+    assert r.getheader("Content-Type").startswith("multipart/x-mixed-replace")
+    assert r.fp.readline() == b"--frame\r\n" and r.fp.readline() == b"Content-Type: image/jpeg\r\n"
+    length = int(r.fp.readline().split(b":")[1])
+    r.fp.readline()
+    assert r.fp.read(length)[:2] == b"\xff\xd8"                          # a JPEG
+    conn.close()
+
+
+def test_upload_gives_the_same_answer_as_the_command_line(server, models, tmp_path, capsys):
+    from edge_runtime.cli import main
+    images, _ = fashion_mnist("t10k", 3)
+    photo = tmp_path / "shirt.png"
+    Image.fromarray(images[2]).resize((140, 140)).convert("RGB").save(photo)
+    status, _, body = _request(server, "POST", "/api/classify", photo.read_bytes())
+    answer = json.loads(body)
+    assert status == 200
+    assert main(["--model", str(models / "model_int8.tflite"), "--json", str(photo)]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert answer["label"] == cli["label"] and answer["top_k"] == cli["top_k"]
+    assert answer["path"] == "upload" and answer["timings_ms"]["decode"] > 0
+
+
+@pytest.mark.parametrize("body, headers, status, words", [
+    (b"this is not an image", {}, 400, "request body: not an image file"),
+    (b"", {}, 400, "request body: empty"),
+    (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, {}, 400, "request body"),
+])
+def test_bad_uploads_are_400_json_naming_the_problem(server, body, headers, status, words):
+    got, ctype, data = _request(server, "POST", "/api/classify", body, headers)
+    assert got == status and ctype == "application/json" and words in json.loads(data)["error"]
+
+
+def test_oversized_upload_is_413_before_its_body_is_sent(server):
+    with socket.create_connection(server.server_address[:2], timeout=10) as s:
+        s.sendall(b"POST /api/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n")
+        reply = s.recv(4096)                 # answered without a byte of the body
+    assert reply.startswith(b"HTTP/1.1 413") and b"over the 16 MB limit" in reply
+
+
+def test_unknown_paths_are_404_json(server):
+    assert _request(server, "GET", "/nope")[0] == 404
+    status, _, body = _request(server, "POST", "/api/nope", b"x")
+    assert status == 404 and "error" in json.loads(body)
+
+
+def test_many_clients_get_correct_json_and_do_not_stall_the_camera(server):
+    """20 clients × 50 requests (every fifth an upload) on loopback, against the capture loop's pace."""
+    def fps_over(seconds: float) -> float:
+        f0, t0 = server.capture.frames, time.monotonic()
+        time.sleep(seconds)
+        return (server.capture.frames - f0) / (time.monotonic() - t0)
+
+    alone = fps_over(2.0)
+    photo = _png(fashion_mnist("t10k", 1)[0][0])
+    errors, answers = [], []
+
+    def client(k: int) -> None:
+        conn = http.client.HTTPConnection(*server.server_address[:2], timeout=30)
+        for i in range(50):
+            try:
+                if (i + k) % 5 == 0:
+                    conn.request("POST", "/api/classify", body=photo)
+                else:
+                    conn.request("GET", "/api/latest")
+                r = conn.getresponse()
+                data = json.loads(r.read())
+                (answers if r.status == 200 and data["label"] else errors).append(data)
+            except Exception as e:                        # any failure is a test failure, with its reason
+                errors.append(repr(e))
+                conn = http.client.HTTPConnection(*server.server_address[:2], timeout=30)
+        conn.close()
+
+    measured = {}
+    clients = [threading.Thread(target=client, args=(k,)) for k in range(20)]
+    f0, t0 = server.capture.frames, time.monotonic()
+    for c in clients:
+        c.start()
+    for c in clients:
+        c.join(timeout=120)
+    measured["with"] = (server.capture.frames - f0) / (time.monotonic() - t0)
+    print(f"\n  [serve] camera loop {alone:.1f} fps alone, {measured['with']:.1f} fps with 20 clients × 50 requests "
+          f"({len(answers)} answers, {len(errors)} errors, {time.monotonic() - t0:.1f} s)")
+    assert not errors and len(answers) == 1000
+    assert measured["with"] >= 0.7 * alone
+
+
+def test_sigterm_stops_the_server_and_releases_the_camera(models, video):
+    script = Path(sys.executable).with_name("edge-classify")
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "edge_runtime"]
+    p = subprocess.Popen([*cmd, "--model", str(models / "model_int8.tflite"), "--camera", str(video),
+                          "--serve", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         cwd=REPO)
+    try:
+        first = p.stdout.readline()
+        assert "open http://127.0.0.1:" in first, first + p.stderr.read()
+        port = int(first.rsplit(":", 1)[1].split("/")[0])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().status == 200
+        conn.close()
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=10) == 0
+        assert "camera released" in p.stdout.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
+def test_serve_needs_a_usable_address(models, capsys):
+    from edge_runtime.cli import main
+    assert main(["--model", str(models / "model_int8.tflite"), "--serve", "127.0.0.1:http"]) == 2
+    assert "expected [HOST:]PORT" in capsys.readouterr().err
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.mark.slow
+def test_page_in_a_real_browser_shows_a_changing_label_and_classifies_an_upload(server, tmp_path):
+    """Headless Chromium (Debian's) opens the page, waits for the label to appear and change, uploads a
+    photo through the page, and saves a screenshot ($FASHION_EDGE_SCREENSHOT: also there)."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    photo = tmp_path / "trouser.png"
+    images, labels = fashion_mnist("t10k", 50)
+    Image.fromarray(images[np.flatnonzero(labels == 1)[0]]).resize((160, 160)).convert("RGB").save(photo)
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    t0 = time.monotonic()
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1100, "height": 640})
+        page.goto(url)
+        page.wait_for_function("document.getElementById('label').textContent !== '–'", timeout=20000)
+        first = page.inner_text("#label")
+        page.wait_for_function(f"document.getElementById('label').textContent !== {json.dumps(first)}", timeout=20000)
+        assert {first, page.inner_text("#label")} <= {"Trouser", "Bag"}
+        page.set_input_files("#file", str(photo))
+        page.wait_for_function("document.getElementById('upload-label').textContent.includes(': ')", timeout=20000)
+        assert page.inner_text("#upload-label") == "trouser.png: Trouser"
+        page.wait_for_function("document.getElementById('input').naturalWidth === 28", timeout=10000)
+        shot = tmp_path / "serve.png"
+        page.screenshot(path=str(shot))
+        browser.close()
+    print(f"\n  [serve] browser test {time.monotonic() - t0:.1f} s, screenshot {shot}")
+    assert Image.open(shot).size == (1100, 640)
+    if os.environ.get("FASHION_EDGE_SCREENSHOT"):
+        shutil.copy(shot, os.environ["FASHION_EDGE_SCREENSHOT"])
