@@ -28,8 +28,8 @@ VENVS = {
 OUTSIDE = [
     ("MediaPipe Tasks ImageClassifier", "mediapipe", "mediapipe",
      ("model_int8_rgb.tflite", "model_int8.tflite", "model_float.tflite")),
-    ("OpenCV DNN 4.x", "opencv4", "opencv", ("model_int8.onnx", "model_float.onnx")),
-    ("OpenCV DNN (this venv)", None, "opencv", ("model_int8.onnx", "model_float.onnx")),
+    ("OpenCV DNN", "opencv4", "opencv", ("model_int8.onnx", "model_float.onnx", "model_float.tflite", "model_int8.tflite")),
+    ("OpenCV DNN", None, "opencv", ("model_int8.onnx", "model_float.onnx", "model_float.tflite", "model_int8.tflite")),
     ("tflite-runtime", "tflite-runtime", "tflite-runtime", ("model_int8.tflite", "model_float.tflite")),
 ]
 README_START, README_END = "<!-- compat:start -->", "<!-- compat:end -->"
@@ -76,11 +76,13 @@ def run_outside(python: Path, client: str, model: Path, images: np.ndarray, work
 
 
 def result_text(r: dict, y: np.ndarray) -> str:
-    if "error" in r:
-        return f"refused: {r['error']}"
+    if "error" in r:       # OpenCV's errors start with the source path of the check that failed
+        return "refused: " + r["error"].rsplit("error: ", 1)[-1]
     pred = np.asarray(r["pred"])
     correct = int((pred == y).sum())
     notes = [] if r.get("shape") in (None, ["N", "10"]) else [f"output ({', '.join(r['shape'])})"]
+    if "label names" in " ".join(r.get("shape", [])):
+        notes = ["no label names from the model"]
     return f"{correct:,}/{len(y):,} ({correct / len(y):.2%})" + (f"; {'; '.join(notes)}" if notes else "")
 
 
@@ -129,9 +131,7 @@ def run(exported: Path, build_dir: Path = Path("build"), clients: list[str] | No
             for name in artifacts:
                 if name in files:
                     r = run_outside(python, client, exported / name, images, Path(tmp))
-                    ver = r.get("version", "?")
-                    shown = label.replace("4.x", ver) if "4.x" in label else label.replace("(this venv)", ver)
-                    add(shown if client == "opencv" else label, ver, name, r)
+                    add(label, r.get("version", "?"), name, r)
     return rows
 
 

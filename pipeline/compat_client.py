@@ -18,7 +18,11 @@ CHUNK = 500        # OpenCV allocates every layer's output for the whole batch
 
 def opencv(model: str, x: np.ndarray) -> tuple[str, list, np.ndarray]:
     import cv2
-    net = cv2.dnn.readNetFromONNX(model)
+    if model.endswith(".tflite"):
+        net = cv2.dnn.readNetFromTFLite(model)
+        x = x.transpose(0, 3, 1, 2)      # OpenCV's TFLite importer takes NCHW blobs and converts inside
+    else:
+        net = cv2.dnn.readNetFromONNX(model)
     outs = []
     for i in range(0, len(x), CHUNK):
         net.setInput(np.ascontiguousarray(x[i : i + CHUNK]))
@@ -41,7 +45,9 @@ def mediapipe(model: str, gray: np.ndarray) -> tuple[str, list, np.ndarray]:
             top = classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)).classifications[0].categories[0]
             pred.append(top.index)
             names.add(top.category_name)
-    return version("mediapipe"), ["label names from the model: " + ("yes" if names - {"", None} else "no")], np.array(pred)
+    # MediaPipe gives one category per label; the names can only have come from the model's metadata.
+    named = bool(names - {"", None})
+    return version("mediapipe"), ["N", "10" if named else "10 (no label names)"], np.array(pred)
 
 
 def tflite_runtime(model: str, x: np.ndarray) -> tuple[str, list, np.ndarray]:
@@ -76,6 +82,9 @@ def main(argv: list[str]) -> int:
 
 def _version(client: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
+    if client == "opencv":
+        import cv2
+        return cv2.__version__
     for dist in {"opencv": ("opencv-python-headless", "opencv-contrib-python", "opencv-python"),
                  "mediapipe": ("mediapipe",), "tflite-runtime": ("tflite-runtime",)}[client]:
         try:
