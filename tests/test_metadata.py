@@ -33,7 +33,7 @@ def release(quick_release):
 def test_every_tflite_carries_its_labels_and_normalization(release, name):
     cfg, _, out, _, _ = release
     info = model_metadata.read_tflite(out / name)
-    assert info.labels == data.CLASS_NAMES
+    assert list(info.labels) == list(data.CLASS_NAMES)
     if name.endswith("_rgb.tflite"):               # raw pixels in, normalization inside the graph
         assert info.mean is None and info.std is None
     else:
@@ -57,7 +57,7 @@ def test_a_model_file_alone_answers_like_it_does_beside_its_manifest(release, na
     shutil.copy(out / name, tmp_path / name)
     alone = Classifier(tmp_path / name, calibrated=False)
     assert "warning" not in capsys.readouterr().err
-    assert alone.labels == data.CLASS_NAMES
+    assert list(alone.labels) == list(data.CLASS_NAMES)
     assert (alone.mean, alone.std) == pytest.approx((cfg.data.mean, cfg.data.std), abs=1e-6)
     beside = Classifier(out / name, calibrated=False)
     assert (alone.scores(x).argmax(1) == beside.scores(x).argmax(1)).all()
