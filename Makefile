@@ -14,11 +14,12 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 export TF_ENABLE_ONEDNN_OPTS := 1
 
-.PHONY: help venv data browser export test test-fast bench bench-baseline pi-check clean
+.PHONY: help venv data browser export test test-fast compat bench bench-baseline pi-check clean
 
 help:
 	@echo "make export          build exported/ (train, prune, int8, TFLite + ONNX, parity gate); ~25 min on 2 cores"
 	@echo "make test            the test suite (quick exports on a subset; < 15 min)"
+	@echo "make compat          the release in MediaPipe, OpenCV 4.x/5.x, tflite-runtime, LiteRT, onnxruntime -> README table"
 	@echo "make bench           size / latency / accuracy benchmark -> benchmarks/results.{json,md}"
 	@echo "make bench-baseline  accept the current benchmark figures as the committed baseline"
 	@echo "make pi-check        the runtime on an emulated arm64 Debian (Raspberry Pi OS base)"
@@ -62,6 +63,11 @@ test: venv data browser
 
 test-fast: venv data
 	$(BIN)/python -m pytest -q -m "not slow and not pi" $(ARGS)
+
+# Clients we did not write, each in its own small venv under build/compat-venvs (made once): exported/compat.md
+# and the table between the compat markers of README.md.
+compat: venv data
+	$(BIN)/python -m pipeline compat --exported exported --readme README.md $(ARGS)
 
 # Benchmarks and regression gates (benchmarks/bench.py). Figures are measured on one thread; the gates in
 # tests/test_regression.py compare ratios against the committed benchmarks/baseline.json.

@@ -72,13 +72,17 @@ def detect_format(model_path: str | Path) -> str:
     raise EdgeError(f"{path}: unknown model format; expected a .tflite or .onnx file")
 
 
-def load_backend(model_path: str | Path, num_threads: int = 1) -> Backend:
-    """Open the model with the runtime its content calls for and check it takes (N, 28, 28, 1)."""
+def load_backend(model_path: str | Path, num_threads: int = 1, reference_kernels: bool = False) -> Backend:
+    """Open the model with the runtime its content calls for and check it takes (N, 28, 28, 1).
+
+    reference_kernels: run a .tflite on TFLite's built-in kernels without the default XNNPACK delegate;
+    the int8 kernels differ, and so can a few answers."""
     path = Path(model_path)
     if num_threads < 1:
         raise EdgeError(f"{path}: num_threads must be at least 1, got {num_threads}")
     fmt = detect_format(path)
-    backend: Backend = TFLiteBackend(path, num_threads) if fmt == "tflite" else OnnxBackend(path, num_threads)
+    backend: Backend = (TFLiteBackend(path, num_threads, reference_kernels) if fmt == "tflite"
+                        else OnnxBackend(path, num_threads))
     _check_input_shape(backend)
     return backend
 
@@ -104,19 +108,19 @@ def _quant_or_none(path: Path, which: str, dtype: type, quantization: tuple) -> 
 
 
 def _import_tflite_interpreter():
-    """ai-edge-litert if installed, else tflite-runtime (same Interpreter API)."""
+    """(Interpreter, OpResolverType) of ai-edge-litert if installed, else of tflite-runtime (same API)."""
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        return Interpreter
+        return Interpreter, OpResolverType
     except ModuleNotFoundError as e:
         # Only a missing top-level package falls through; a broken install is reported as is.
         if e.name not in ("ai_edge_litert", "ai_edge_litert.interpreter"):
             raise EdgeError(f"ai-edge-litert is installed but cannot be imported: {e}") from e
     try:
-        from tflite_runtime.interpreter import Interpreter
+        from tflite_runtime.interpreter import Interpreter, OpResolverType
 
-        return Interpreter
+        return Interpreter, OpResolverType
     except ModuleNotFoundError as e:
         if e.name not in ("tflite_runtime", "tflite_runtime.interpreter"):
             raise EdgeError(f"tflite-runtime is installed but cannot be imported: {e}") from e
@@ -128,11 +132,15 @@ def _import_tflite_interpreter():
 class TFLiteBackend:
     """A .tflite model in LiteRT (ai-edge-litert) or tflite-runtime."""
 
-    def __init__(self, path: Path, num_threads: int = 1) -> None:
-        Interpreter = _import_tflite_interpreter()
+    def __init__(self, path: Path, num_threads: int = 1, reference_kernels: bool = False) -> None:
+        Interpreter, OpResolverType = _import_tflite_interpreter()
         self.path = path
+        self.kernels = "reference" if reference_kernels else "default"
+        resolver = (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if reference_kernels
+                    else OpResolverType.AUTO)
         try:
-            self._interp = Interpreter(model_path=str(path), num_threads=num_threads)
+            self._interp = Interpreter(model_path=str(path), num_threads=num_threads,
+                                       experimental_op_resolver_type=resolver)
             self._interp.allocate_tensors()
         except SystemError as e:
             # tflite-runtime 2.14 is built against numpy 1.x and fails like this under numpy 2.
@@ -226,6 +234,7 @@ class OnnxBackend:
         self.input_dtype = self._dtype(inp.type, "input")
         self.output_dtype = self._dtype(out.type, "output")
         meta = self._session.get_modelmeta().custom_metadata_map
+        self.metadata_props: dict[str, str] = dict(meta)
         self.input_quant = self._quant_from_metadata(meta, "input", self.input_dtype)
         self.output_quant = self._quant_from_metadata(meta, "output", self.output_dtype)
 

@@ -13,7 +13,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from .backends import Backend, load_backend
+from . import model_metadata
+from .backends import Backend, OnnxBackend, load_backend
 from .errors import EdgeError
 from .preprocess import is_dataset_style, load_image, normalize, to_model_input
 from .quant import QuantParams, dequantize, quantize, softmax, temperature_scale
@@ -86,7 +87,8 @@ class Classifier:
     """A Fashion-MNIST classifier around one .tflite or .onnx model file.
 
     Labels and normalization come from manifest.json beside the model; its sha256 for the model file
-    is checked before the model is parsed (verify=False skips that). Not thread-safe: use one
+    is checked before the model is parsed (verify=False skips that). Without a manifest they come from
+    the model file's own metadata (TFLite Metadata, ONNX metadata_props). Not thread-safe: use one
     Classifier per thread.
     """
 
@@ -99,6 +101,7 @@ class Classifier:
         *,
         apply_softmax: bool = False,
         calibrated: bool = True,
+        reference_kernels: bool = False,
     ) -> None:
         # apply_softmax: the exported models end in softmax and output probabilities; set it only for
         # a model whose last layer outputs logits. calibrated: apply the temperature the manifest gives
@@ -113,14 +116,13 @@ class Classifier:
         self.artifact: dict | None = self._find_artifact(manifest_path, verify)
         if verify:
             self._verify_checksum(manifest_path)
-        self.backend: Backend = load_backend(self.model_path, num_threads=num_threads)
+        self.backend: Backend = load_backend(self.model_path, num_threads=num_threads,
+                                             reference_kernels=reference_kernels)
 
-        if self.manifest is None:
-            _warn_once(
-                f"no {MANIFEST_NAME} beside {self.model_path}; assuming normalization mean 0, std 1"
-                + ("" if labels is not None else " and the ten Fashion-MNIST labels")
-            )
-        manifest = self.manifest or {}
+        if self.manifest is not None:
+            manifest = self.manifest
+        else:       # one model file copied alone: what it says about itself
+            manifest = self._from_model_file(labels is not None)
         self.labels: tuple[str, ...] = tuple(labels or manifest.get("labels") or FASHION_MNIST_LABELS)
         norm = manifest.get("input", {}).get("normalization", {})
         self.mean = float(norm.get("mean", 0.0))
@@ -135,6 +137,26 @@ class Classifier:
         n_out = int(np.prod([d for d in self.backend.output_shape[1:] if d is not None]))
         if n_out != len(self.labels):
             raise EdgeError(f"{self.model_path}: model has {n_out} outputs but there are {len(self.labels)} labels")
+
+    def _from_model_file(self, have_labels: bool) -> dict:
+        """Labels and normalization from the model's metadata, in the manifest's shape; warns about
+        whatever the file does not give."""
+        if isinstance(self.backend, OnnxBackend):
+            info = model_metadata.read_onnx(self.backend.metadata_props, self.model_path)
+        else:
+            info = model_metadata.read_tflite(self.model_path)
+        missing = []
+        if info.mean is None or info.std is None:
+            missing.append("normalization mean 0, std 1")
+        if info.labels is None and not have_labels:
+            missing.append("the ten Fashion-MNIST labels")
+        if missing:
+            _warn_once(f"no {MANIFEST_NAME} beside {self.model_path} and no metadata in it; assuming "
+                       + " and ".join(missing))
+        if info.std is not None and not info.std > 0:
+            raise EdgeError(f"{self.model_path}: the model's metadata gives normalization std {info.std}")
+        norm = {} if info.mean is None or info.std is None else {"mean": info.mean, "std": info.std}
+        return {"labels": list(info.labels) if info.labels else None, "input": {"normalization": norm}}
 
     def _find_artifact(self, manifest_path: Path, verify: bool) -> dict | None:
         if self.manifest is None:

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model", type=Path, default=DEFAULT_MODEL,
         help="model file, .tflite or .onnx; labels, normalization and checksum come from manifest.json "
-        "in the same folder (default: %(default)s, relative to the current folder)",
+        "in the same folder, else labels and normalization from the model file's own metadata "
+        "(default: %(default)s, relative to the current folder)",
     )
     parser.add_argument("--top-k", type=_positive_int, default=3, metavar="K",
                         help="how many ranked labels to print per image (default: %(default)s)")

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from .compat import VENVS as COMPAT_VENVS
 from .config import PROFILES, make_config, without_pruning
 from .errors import PipelineError
 
@@ -124,6 +125,14 @@ def cmd_photos(args) -> int:
     return 0
 
 
+def cmd_compat(args) -> int:
+    from . import compat
+    rows = compat.run(Path(args.exported), Path(args.build_dir), args.clients,
+                      log=lambda m: print(f"[compat] {m}", file=sys.stderr, flush=True))
+    print(compat.write(Path(args.exported), rows, Path(args.readme) if args.readme else None))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -175,6 +184,14 @@ def main(argv=None) -> int:
     p.add_argument("--export-dir", default="exported", help="release folder (default: exported)")
     p.add_argument("--photos", help="real-photos-dev folder (default: $FASHION_EDGE_PHOTOS, else ../shared/real-photos-dev)")
     p.set_defaults(func=cmd_photos)
+    p = sub.add_parser("compat", help="run the release in MediaPipe, OpenCV DNN 4.x/5.x, tflite-runtime, LiteRT (both "
+                                      "kernel sets) and onnxruntime on the test images: <exported>/compat.md, README table")
+    p.add_argument("--exported", default="exported", help="release folder (default: exported)")
+    p.add_argument("--build-dir", default="build", help="where the clients' small venvs are kept (default: build)")
+    p.add_argument("--clients", nargs="+", choices=["ours", "local", *COMPAT_VENVS],
+                   help="only these (default: all): ours = LiteRT + onnxruntime, local = OpenCV of this venv")
+    p.add_argument("--readme", help="also put the table between the compat markers of this README")
+    p.set_defaults(func=cmd_compat)
     p = sub.add_parser("pngs", help="write the official images as PNG files, one folder per class")
     p.add_argument("out", help="output folder")
     p.add_argument("--split", choices=["test", "train"], default="test")

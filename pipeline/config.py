@@ -79,6 +79,7 @@ class QuantConfig:
 class GateConfig:
     max_drop_pp: float = 0.3          # accuracy drop vs the float Keras model, percentage points
     min_agreement: float = 0.99       # top-1 agreement with the float Keras model
+    max_rgb_disagreement: float = 0.001   # the RGB model vs model_int8.tflite on the same gray images
 
 
 @dataclass

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import adapt, calibrate, data, export_onnx, models, photos, photos_train, prune, quantize, report, train, validate
+from . import (adapt, calibrate, data, export_onnx, metadata, models, photos, photos_train, prune, quantize, report,
+               train, validate)
 from .config import Config, stage_key
 from .errors import DataError, GateError
 from .prune import kernel_sparsity
@@ -31,6 +32,10 @@ ARTIFACTS = {  # file → (format, precision)
     "model_float.onnx": ("onnx", "float32"),
     "model_int8.onnx": ("onnx", "int8"),
 }
+# The MediaPipe-ready model (uint8 RGB input, normalization inside): validated and gated like the others,
+# but not by edge_runtime, which takes 28x28x1 models.
+RGB_ARTIFACT = "model_int8_rgb.tflite"
+ALL_ARTIFACTS = {**ARTIFACTS, RGB_ARTIFACT: ("tflite", "int8")}
 
 
 def progress(stage: str, message: str) -> None:
@@ -83,7 +88,7 @@ def promote(staging: Path, target: Path) -> None:
 # --- the manifest -------------------------------------------------------------------------------
 
 def artifact_entry(folder: Path, name: str, quant: dict) -> dict:
-    fmt, precision = ARTIFACTS[name]
+    fmt, precision = ALL_ARTIFACTS[name]
     path = folder / name
     return {"file": name, "format": fmt, "precision": precision, "bytes": path.stat().st_size,
             "gzip_bytes": gzip_bytes(path), "sha256": sha256(path),
@@ -174,6 +179,22 @@ def run(cfg: Config) -> dict:
     return manifest
 
 
+def write_metadata(cfg: Config, out: Path) -> None:
+    """Labels, normalization and a description into every model file in `out` (pipeline/metadata.py)."""
+    labels, version = list(data.CLASS_NAMES), f"fashion-edge {git_commit()}"
+    what = "Fashion-MNIST clothing classifier ({}), 10 classes, from the pruned tf_keras model."
+    for name, (fmt, precision) in ARTIFACTS.items():
+        if fmt == "tflite":
+            metadata.write_tflite(out / name, labels, cfg.data.mean, cfg.data.std, version=version,
+                                  description=what.format(f"{precision}, 28x28 grayscale input"))
+        else:
+            metadata.write_onnx(out / name, labels, cfg.data.mean, cfg.data.std, version=version,
+                                description=what.format(precision))
+    metadata.write_tflite(out / RGB_ARTIFACT, labels, None, None, version=version, channels=3,
+                          description=what.format("int8 inside, uint8 RGB input 0..255; grayscale and "
+                                                  "normalization are in the graph"))
+
+
 def int8_tflite_calibrated(probs: np.ndarray, entries: list[dict]) -> np.ndarray:
     """`probs` rescaled by the temperature fitted for model_int8.tflite."""
     from edge_runtime.quant import temperature_scale
@@ -187,7 +208,9 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
     calib = quantize.calibration_images(cfg, splits)
     (out / "model_float.tflite").write_bytes(quantize.to_tflite_float(pruned))
     (out / "model_int8.tflite").write_bytes(quantize.to_tflite_int8(pruned, calib))
-    quant = {name: quantize.io_quantization(out / name) for name in ("model_float.tflite", "model_int8.tflite")}
+    (out / RGB_ARTIFACT).write_bytes(quantize.to_tflite_int8_rgb(pruned, calib, cfg.data.mean, cfg.data.std))
+    quant = {name: quantize.io_quantization(out / name)
+             for name in ("model_float.tflite", "model_int8.tflite", RGB_ARTIFACT)}
     unpruned_tflite = out / "unpruned_float.tflite"        # measured for the report, not shipped
     unpruned_tflite.write_bytes(quantize.to_tflite_float(model))
     unpruned_size = {"bytes": unpruned_tflite.stat().st_size, "gzip_bytes": gzip_bytes(unpruned_tflite)}
@@ -220,24 +243,52 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
             path.unlink()
     quant["model_int8.onnx"] = (quant["model_int8.tflite"] if best.startswith("tf2onnx")
                                 else {"input": {"dtype": "float32"}, "output": {"dtype": "float32"}})
+    opencv = {name: export_onnx.for_opencv(out / name) for name in ("model_float.onnx", "model_int8.onnx")}
+    for name in opencv:
+        export_onnx.check(out / name)
+    progress("onnx", "rewritten for OpenCV DNN 4.x: " + "; ".join(f"{n}: {len(c)} change(s)" for n, c in opencv.items()))
 
-    entries = [artifact_entry(out, n, quant[n]) for n in ARTIFACTS]
+    progress("metadata", "labels and normalization into every artifact (TFLite Metadata, ONNX metadata_props)")
+    write_metadata(cfg, out)
+
+    entries = [artifact_entry(out, n, quant[n]) for n in ALL_ARTIFACTS]
     manifest = base_manifest(cfg, entries)
     write_json(out / "manifest.json", manifest)
 
-    progress("validate", f"every artifact in its runtime on {len(splits.y_test)} test images")
+    progress("validate", f"every artifact in its runtime on {len(splits.y_test)} test images "
+                         "(each .tflite twice: LiteRT's default XNNPACK kernels and its built-in reference kernels)")
     results = {}
     for entry in entries:
-        r = validate.evaluate(out / entry["file"], splits.x_test, splits.y_test, ref_pred)
-        results[entry["file"]] = r
+        name = entry["file"]
+        kernels = validate.KERNELS if entry["format"] == "tflite" else validate.KERNELS[:1]
+        evaluate = validate.evaluate_rgb if name == RGB_ARTIFACT else validate.evaluate
+        runs = {k: evaluate(out / name, splits.x_test, splits.y_test, ref_pred, kernels=k) for k in kernels}
+        r = runs["default"]
+        results[name] = r
         entry.update(accuracy=round(r["accuracy"], 4), agreement_with_float=round(r["agreement_with_float"], 4),
                      per_class_accuracy=r["per_class_accuracy"])
-        progress("validate", f"{entry['file']:<20} {entry['bytes']:>8} B  accuracy {r['accuracy']:.2%}  "
-                             f"agreement {r['agreement_with_float']:.2%}")
+        if entry["format"] == "tflite":
+            # The int8 kernels of XNNPACK and of TFLite's built-in ops round differently: a few answers
+            # differ, so both counts are kept and both are gated (tflite-runtime runs the built-in ones).
+            entry["kernels"] = {k: {"correct": int((v["predictions"] == splits.y_test).sum()),
+                                    "accuracy": round(v["accuracy"], 4),
+                                    "agreement_with_float": round(v["agreement_with_float"], 4)}
+                                for k, v in runs.items()}
+            results[f"{name} (reference kernels)"] = runs["reference"]
+        counts = ", ".join(f"{k} {int((v['predictions'] == splits.y_test).sum())}" for k, v in runs.items())
+        progress("validate", f"{name:<22} {entry['bytes']:>8} B  accuracy {r['accuracy']:.2%}  "
+                             f"agreement {r['agreement_with_float']:.2%}  correct: {counts}")
+    rgb, int8 = results[RGB_ARTIFACT]["predictions"], results["model_int8.tflite"]["predictions"]
+    rgb_same = float((rgb == int8).mean())
     failures = validate.gate(results, ref_acc, cfg.gate)
+    if rgb_same < 1.0 - cfg.gate.max_rgb_disagreement:
+        failures.append(f"{RGB_ARTIFACT}: top-1 agreement with model_int8.tflite {rgb_same:.2%} on gray images fed "
+                        f"as RGB (gate: at least {1.0 - cfg.gate.max_rgb_disagreement:.2%})")
 
     progress("calibrate", "temperature per artifact, fitted on the validation split")
     for entry in entries:
+        if entry["file"] == RGB_ARTIFACT:      # MediaPipe applies no temperature; its scores stay raw
+            continue
         val_probs = validate.evaluate(out / entry["file"], splits.x_val, splits.y_val, val_ref)["probs"]
         entry["calibration"] = calibrate.calibrate(val_probs, splits.y_val, results[entry["file"]]["probs"],
                                                    splits.y_test)
@@ -253,6 +304,11 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
     for entry in entries:
         entry["correct"] = int((results[entry["file"]]["predictions"] == splits.y_test).sum())
     manifest.update(
+        rgb_model={"file": RGB_ARTIFACT, "for": "MediaPipe Tasks ImageClassifier and other RGB clients",
+                   "input": "uint8 RGB (1, 28, 28, 3), 0..255; luma and normalization inside the graph",
+                   "agreement_with_model_int8_tflite": round(rgb_same, 4)},
+        onnx_opencv={"what": "graph rewrites so OpenCV DNN 4.x returns (N, 10); onnxruntime's numbers unchanged",
+                     **opencv},
         test_images=int(len(splits.y_test)),
         float_reference={"accuracy": round(ref_acc, 4), "unpruned_accuracy": round(float_acc, 4),
                          "params": int(pruned.count_params()), "macs": int(models.macs(pruned)),

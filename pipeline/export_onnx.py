@@ -67,3 +67,54 @@ def tool_versions() -> dict:
         versions["ai_edge_litert"] = getattr(ai_edge_litert, "__version__", "unknown")
     return versions
 
+
+
+
+def for_opencv(path: Path) -> list[str]:
+    """Rewrite the ONNX graph so OpenCV DNN 4.x reads it right; returns what was changed, one phrase each.
+
+    Both rewrites leave onnxruntime's numbers unchanged:
+    - a DequantizeLinear of a constant 1-D per-channel tensor that only an Add reads (the dense layer's int32
+      bias; the convolutions take theirs as an input and are left alone) becomes its float result,
+      (q - zero_point) * scale in float32, which is what onnxruntime computes. OpenCV 4.x turns it into a
+      (C, 1) constant, so the dense layer's Add broadcasts (N, 10) + (10, 1) into (N, 10, 10);
+    - Squeeze(axes=[2, 3]) of a 4-D tensor becomes Flatten(axis=1), the same thing for (N, C, 1, 1);
+      OpenCV 4.x squeezes the wrong axes there and the classifier returns (N, 1, 10).
+    """
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    ranks = {v.name: len(v.type.tensor_type.shape.dim)
+             for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    ranks.update({v.name: len(v.type.tensor_type.shape.dim) for v in graph.input})
+    readers: dict[str, set[str]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, set()).add(node.op_type)
+    changes = []
+    for node in list(graph.node):
+        if node.op_type == "DequantizeLinear" and all(i in inits for i in node.input if i) \
+                and readers.get(node.output[0]) == {"Add"}:
+            q = onnx.numpy_helper.to_array(inits[node.input[0]])
+            if q.ndim != 1 or q.size < 2:
+                continue
+            scale = onnx.numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+            zp = (onnx.numpy_helper.to_array(inits[node.input[2]]) if len(node.input) > 2 and node.input[2]
+                  else np.zeros_like(q))
+            value = (q.astype(np.int64) - zp.astype(np.int64)).astype(np.float32) * scale
+            graph.initializer.append(onnx.numpy_helper.from_array(value.astype(np.float32), node.output[0]))
+            graph.node.remove(node)
+            changes.append(f"bias {node.input[0]} dequantized to float")
+        elif node.op_type == "Squeeze" and len(node.input) == 2 and node.input[1] in inits \
+                and onnx.numpy_helper.to_array(inits[node.input[1]]).tolist() == [2, 3] \
+                and ranks.get(node.input[0]) == 4:
+            flatten = onnx.helper.make_node("Flatten", [node.input[0]], list(node.output), name=node.name, axis=1)
+            position = list(graph.node).index(node)
+            graph.node.remove(node)
+            graph.node.insert(position, flatten)
+            changes.append(f"{node.name}: Squeeze(axes=[2, 3]) as Flatten(axis=1)")
+    used = {i for n in graph.node for i in n.input}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
+    onnx.save(model, str(path))
+    return changes

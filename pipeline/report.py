@@ -164,13 +164,21 @@ def write_report(out_dir: Path, manifest: dict, plots: dict[str, Path]) -> Path:
         "## Parity of every artifact, each in its own runtime", "",
         f"Reference: {ref['what']} ({_pct(ref['accuracy'])}). LiteRT runs the `.tflite` files, onnxruntime the `.onnx` "
         "files, both through `edge_runtime` exactly as on the device.", "",
-        "| artifact | bytes | gzip | input | accuracy | agreement with float | sha256 |", "|---|---:|---:|---|---:|---:|---|",
+        "Every `.tflite` runs twice: on LiteRT's default kernels (the XNNPACK delegate) and on TFLite's built-in "
+        "reference kernels (what tflite-runtime runs); their int8 arithmetic rounds differently, so both counts "
+        "are given and both are gated. `model_int8_rgb.tflite` (MediaPipe-ready) is fed the gray test images as "
+        "uint8 RGB.", "",
+        "| artifact | bytes | gzip | input | accuracy | correct (default / reference kernels) | agreement with float | sha256 |",
+        "|---|---:|---:|---|---:|---:|---:|---|",
     ]
     for a in manifest["artifacts"]:
         inp = a["input"]
         q = f"{inp['dtype']}" + (f" (scale {inp['scale']:.5f}, zp {inp['zero_point']})" if "scale" in inp else "")
+        k = a.get("kernels")
+        counts = (f"{k['default']['correct']:,} / {k['reference']['correct']:,}" if k
+                  else f"{a['correct']:,}" if "correct" in a else "–")
         lines.append(f"| `{a['file']}` | {a['bytes']:,} | {a['gzip_bytes']:,} | {q} | {_pct(a['accuracy'])} | "
-                     f"{_pct(a['agreement_with_float'])} | `{a['sha256'][:12]}…` |")
+                     f"{counts} | {_pct(a['agreement_with_float'])} | `{a['sha256'][:12]}…` |")
     g = manifest["gate"]
     lines += ["", f"**Gate** (accuracy drop ≤ {g['max_drop_pp']} pp and agreement ≥ {g['min_agreement']:.0%} "
                   f"for every artifact): {'PASSED' if g['passed'] else 'FAILED'}."]

@@ -10,7 +10,7 @@ from pipeline import cli, export, quantize
 from pipeline.config import make_config
 
 pytestmark = pytest.mark.slow
-FILES = ["model_float.tflite", "model_int8.tflite", "model_float.onnx", "model_int8.onnx",
+FILES = ["model_float.tflite", "model_int8.tflite", "model_float.onnx", "model_int8.onnx", "model_int8_rgb.tflite",
          "labels.txt", "manifest.json", "report.md"]
 
 
@@ -28,7 +28,7 @@ def test_quick_export_writes_every_artifact_with_matching_sha256(quick):
     cfg, manifest, out = quick
     for name in FILES:
         assert (out / name).is_file(), name
-    assert len(manifest["artifacts"]) == 4
+    assert len(manifest["artifacts"]) == 5
     on_disk = json.loads((out / "manifest.json").read_text())
     for a in on_disk["artifacts"]:
         blob = (out / a["file"]).read_bytes()
