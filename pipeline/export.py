@@ -38,6 +38,11 @@ RGB_ARTIFACT = "model_int8_rgb.tflite"
 ALL_ARTIFACTS = {**ARTIFACTS, RGB_ARTIFACT: ("tflite", "int8")}
 
 
+# How much better (top-1 agreement with the float model, validation split) onnxruntime's QDQ int8 model must
+# be to ship instead of tf2onnx's: 0.5 pp = 25 of 5,000 images, well above the 2 images seen between them.
+ONNX_TF2ONNX_MARGIN = 0.005
+
+
 def progress(stage: str, message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {stage}: {message}", file=sys.stderr, flush=True)
 
@@ -236,7 +241,12 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
         r = validate.evaluate(path, splits.x_val, splits.y_val, val_ref)
         choice[label] = {"val_agreement": round(r["agreement_with_float"], 4), "val_accuracy": round(r["accuracy"], 4)}
         progress("onnx", f"int8 candidate {label}: validation agreement {r['agreement_with_float']:.2%}")
-    best = max(candidates, key=lambda k: (choice[k]["val_agreement"], k.startswith("tf2onnx")))
+    # tf2onnx's model is the one other clients read: on the default release OpenCV DNN 4.14 got 61 % right with
+    # onnxruntime's QDQ model and OpenCV 5.0 refused it (int8 input), while both match onnxruntime on tf2onnx's
+    # (`python -m pipeline compat`). So QDQ ships only when it is clearly better on the validation split.
+    top = max(c["val_agreement"] for c in choice.values())
+    best = next((k for k in candidates if k.startswith("tf2onnx")
+                 and choice[k]["val_agreement"] >= top - ONNX_TF2ONNX_MARGIN), max(candidates, key=lambda k: choice[k]["val_agreement"]))
     os.replace(candidates[best], out / "model_int8.onnx")
     for path in candidates.values():
         if path.exists():
@@ -315,7 +325,8 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
                          "what": "the pruned tf_keras model every artifact was converted from"},
         pruning={k: v for k, v in prune_info.items() if k != "history"},
         onnx_int8={"chosen": best, "candidates": choice,
-                   "why": "highest top-1 agreement with the float model on the validation split"},
+                   "why": f"tf2onnx's (the model OpenCV DNN and other clients read) unless the other agrees with the "
+                          f"float model better by more than {ONNX_TF2ONNX_MARGIN:.1%} on the validation split"},
         gate={"max_drop_pp": cfg.gate.max_drop_pp, "min_agreement": cfg.gate.min_agreement,
               "passed": not failures, "failures": failures},
         tools=export_onnx.tool_versions(),
