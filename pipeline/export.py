@@ -322,11 +322,15 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
         test_images=int(len(splits.y_test)),
         float_reference={"accuracy": round(ref_acc, 4), "unpruned_accuracy": round(float_acc, 4),
                          "params": int(pruned.count_params()), "macs": int(models.macs(pruned)),
-                         "what": "the pruned tf_keras model every artifact was converted from"},
+                         "what": "the pruned tf_keras model every artifact was converted from"
+                                 + ("" if adapted is None else ", adapted on real photos")},
         pruning={k: v for k, v in prune_info.items() if k != "history"},
         onnx_int8={"chosen": best, "candidates": choice,
-                   "why": f"tf2onnx's (the model OpenCV DNN and other clients read) unless the other agrees with the "
-                          f"float model better by more than {ONNX_TF2ONNX_MARGIN:.1%} on the validation split"},
+                   "why": (f"the one OpenCV DNN and other clients read correctly; onnxruntime's QDQ model ships only if it "
+                           f"agrees with the float model better by more than {ONNX_TF2ONNX_MARGIN:.1%} on the validation split"
+                           if best.startswith("tf2onnx") else
+                           f"it agrees with the float model better than tf2onnx's by more than {ONNX_TF2ONNX_MARGIN:.1%} on the "
+                           "validation split; OpenCV DNN may not read it (python -m pipeline compat)")},
         gate={"max_drop_pp": cfg.gate.max_drop_pp, "min_agreement": cfg.gate.min_agreement,
               "passed": not failures, "failures": failures},
         tools=export_onnx.tool_versions(),
