@@ -376,5 +376,5 @@ def run(model_path: Path, address: tuple[str, int], *, camera: str | None, top_k
             stop(server)
         elif server.capture is not None:
             server.capture.join(timeout=5)
-    print("edge-classify: server stopped, camera released", file=out, flush=True)
+    print("edge-classify: server stopped" + (", camera released" if camera else ""), file=out, flush=True)
     return 0
