@@ -9,17 +9,19 @@ from pathlib import Path
 
 from .compat import VENVS as COMPAT_VENVS
 from .config import PROFILES, make_config, without_pruning
-from .errors import PipelineError
+from .errors import ConfigError, PipelineError
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, epochs: bool = True) -> None:
     p.add_argument("--profile", default="default", choices=list(PROFILES),
                    help="training profile: default (fits `make export` in 30 min on 2 cores), "
                         "best (long schedule), quick (tests: subset, 4 + 2 epochs)")
-    p.add_argument("--model", dest="train.model", choices=["mlp", "baseline", "compact", "tiny"],
-                   help="architecture (default: compact)")
-    p.add_argument("--epochs", dest="train.epochs", type=int,
-                   help="training epochs (export: before pruning; the schedule then runs --prune-epochs more)")
+    p.add_argument("--model", dest="train.model", choices=["mlp", "baseline", "compact", "tiny", "custom"],
+                   help="architecture (default: compact; custom: the compact family shaped by --widths, --convs, "
+                        "--kernel, --pool, --separable, as `tune` searches it)")
+    if epochs:
+        p.add_argument("--epochs", dest="train.epochs", type=int,
+                       help="training epochs (export: before pruning; the schedule then runs --prune-epochs more)")
     p.add_argument("--batch-size", dest="train.batch_size", type=int)
     p.add_argument("--lr", dest="train.lr", type=float, help="peak learning rate")
     p.add_argument("--optimizer", dest="train.optimizer", choices=["sgd", "adam"],
@@ -38,9 +40,45 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--build-dir", dest="build_dir", help="stage cache and run outputs (default: build)")
 
 
+def _arch(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("--model custom (the compact family; defaults are compact's)")
+    g.add_argument("--widths", dest="train.arch.widths", type=lambda v: [int(w) for w in v.split(",")],
+                   metavar="W1,W2,..", help="filters per block, one block each (compact: 16,32,44)")
+    g.add_argument("--convs", dest="train.arch.convs", type=int, metavar="N", help="conv-BN-ReLU per block (2)")
+    g.add_argument("--kernel", dest="train.arch.kernel", type=int, choices=[1, 3, 5, 7], help="kernel size (3)")
+    g.add_argument("--pool", dest="train.arch.pool", choices=["max", "avg"], help="pooling between blocks (max)")
+    g.add_argument("--separable", dest="train.arch.separable", action="store_const", const=True,
+                   help="depthwise-separable convs after the first")
+
+
+def _overrides(args) -> dict:
+    return {k: v for k, v in vars(args).items() if "." in k or k in ("seed", "build_dir", "export_dir")}
+
+
 def _config(args):
-    overrides = {k: v for k, v in vars(args).items() if "." in k or k in ("seed", "build_dir", "export_dir")}
+    overrides = _overrides(args)
+    if getattr(args, "trial", None) and not getattr(args, "from_tune", None):
+        raise ConfigError("--trial needs --from-tune DIR")
+    if getattr(args, "from_tune", None):
+        from . import tune_space
+        result = tune_space.read_result(args.from_tune)
+        trial = tune_space.pick(result, args.trial)
+        cfg = make_config(args.profile, **overrides)
+        print(f"[from-tune] trial {trial['trial_id']} of {args.from_tune}: {trial['architecture']} "
+              f"(proxy validation accuracy {trial['val_accuracy']:.2%}, int8 {trial['int8_bytes']:,} bytes, "
+              f"{trial['macs'] / 1e6:.2f} M MACs); full schedule", file=sys.stderr)
+        cfg = tune_space.trial_config(cfg, trial["config"])
+        origin = f"tune trial {trial['trial_id']} of {Path(args.from_tune).resolve()}"
+        # Flags given beside --from-tune still win (e.g. --target-sparsity).
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return make_config(args.profile, **{**_flatten(cfg), "origin": origin, **given})
     return make_config(args.profile, **overrides)
+
+
+def _flatten(cfg) -> dict:
+    """The trial's choices as dotted overrides (train.model, train.arch, prune.*)."""
+    return {"train.model": cfg.train.model, "train.arch": cfg.train.arch, "prune.enabled": cfg.prune.enabled,
+            "prune.target_sparsity": cfg.prune.target_sparsity}
 
 
 def cmd_train(args) -> int:
@@ -125,6 +163,30 @@ def cmd_photos(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    import importlib.util
+    missing = [m for m in ("ray", "optuna") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"the search needs {' and '.join(missing)}: pip install -e '.[pipeline,tune]'")
+    from . import tune
+    from .tune_space import Limits
+    overrides = _overrides(args)
+    make_config(args.profile, **overrides)            # bad flags: one line now, not in every trial
+    if args.trials < 1 or args.epochs_proxy < 1:
+        raise ConfigError(f"--trials and --epochs must be at least 1 (got {args.trials}, {args.epochs_proxy})")
+    release = Path(args.export_dir) / "model_int8.tflite"
+    if args.max_latency_ratio is not None and not release.is_file():
+        raise ConfigError(f"--max-latency-ratio needs the release's {release} to measure against")
+    opts = tune.TuneOptions(out=args.out, trials=args.trials, epochs=args.epochs_proxy,
+                            limits=Limits(args.max_int8_kb, args.max_macs, args.max_latency_ratio,
+                                          str(release) if args.max_latency_ratio is not None else None),
+                            address=args.address, max_concurrent=args.max_concurrent,
+                            cpus_per_trial=args.cpus_per_trial, grace_epochs=args.grace_epochs, seed=args.seed or 0)
+    result = tune.run(args.profile, overrides, opts, log=lambda m: print(f"[tune] {m}", file=sys.stderr, flush=True))
+    print(tune.main_summary(result))
+    return 0 if result["finished"] else 130
+
+
 def cmd_compat(args) -> int:
     from . import compat
     rows = compat.run(Path(args.exported), Path(args.build_dir), args.clients,
@@ -133,15 +195,23 @@ def cmd_compat(args) -> int:
     return 0
 
 
+def tune_doc() -> str:
+    from . import tune, tune_space
+    return (tune.__doc__ + "\nSearch space: " + "; ".join(f"{k} {v}" for k, v in tune_space.SPACE.items())
+            + ". Needs the `tune` extra: pip install -e '.[pipeline,tune]'.")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train one model, save it with its history and plots under build/")
     _common(p)
+    _arch(p)
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("export", help="train (or reuse), prune, quantize, export TFLite + ONNX, validate "
                                       "every artifact and promote to exported/ only if the parity gate passes")
     _common(p)
+    _arch(p)
     p.add_argument("--export-dir", dest="export_dir", help="release folder (default: exported)")
     p.add_argument("--target-sparsity", dest="prune.target_sparsity", type=float, help="pruning target (default 0.5)")
     p.add_argument("--prune-epochs", dest="prune.epochs", type=int, help="epochs trained with pruning: the last ones of the cosine schedule (default 15)")
@@ -160,6 +230,9 @@ def main(argv=None) -> int:
                    help="augmented variants per training photo, besides the photo itself (default 8)")
     p.add_argument("--exclude-senders-of", dest="photos_train.exclude_senders_of", metavar="DIR",
                    help="leave out training photos whose sender_id appears in DIR/MANIFEST.tsv (a sender-disjoint figure)")
+    p.add_argument("--from-tune", metavar="DIR", help="export a trial of `python -m pipeline tune --out DIR` with the "
+                                                    "full schedule: --trial ID, else the most accurate on its Pareto front")
+    p.add_argument("--trial", metavar="ID", help="with --from-tune: which trial (its trial_id in DIR/tune.json)")
     p.add_argument("--max-drop-pp", dest="gate.max_drop_pp", type=float, help="gate: largest accuracy drop vs float, in pp (default 0.3)")
     p.add_argument("--min-agreement", dest="gate.min_agreement", type=float, help="gate: smallest top-1 agreement with float (default 0.99)")
     p.set_defaults(func=cmd_export)
@@ -179,6 +252,30 @@ def main(argv=None) -> int:
     p.add_argument("--no-report", dest="write_report", action="store_false",
                    help="do not write the table into <export-dir>/report.md")
     p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("tune", help="device-aware architecture search on Ray Tune (Optuna + ASHA): short trainings "
+                                    "of the compact family under size / MACs / latency limits → OUT/tune.json, OUT/pareto.png",
+                       description=tune_doc(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p, epochs=False)
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="the search's folder: Ray's state (DIR/ray), tune.json, pareto.png. Rerun the same command to "
+                        "resume a search that was stopped")
+    p.add_argument("--trials", type=int, default=20, help="configurations to try (default 20)")
+    p.add_argument("--epochs", dest="epochs_proxy", type=int, default=3,
+                   help="training epochs of the proxy schedule per trial; pruned trials add the release's share of "
+                        "pruning epochs (default 3)")
+    p.add_argument("--max-int8-kb", type=float, metavar="KB", help="reject configurations whose int8 .tflite is larger")
+    p.add_argument("--max-macs", type=float, metavar="N", help="reject configurations with more multiply-accumulates per image")
+    p.add_argument("--max-latency-ratio", type=float, metavar="R",
+                   help="reject configurations whose LiteRT batch-1 latency (untrained, measured up front on this "
+                        "machine) is over R × the release's model_int8.tflite")
+    p.add_argument("--export-dir", dest="export_dir", default="exported",
+                   help="the release to compare with (plot, latency ratio; default: exported)")
+    p.add_argument("--address", help="an existing Ray cluster (ray://host:10001 or host:6379); default: Ray starts "
+                                     "locally with this machine's cores")
+    p.add_argument("--max-concurrent", type=int, metavar="N", help="trials at once (default: the cluster's CPUs / --cpus-per-trial)")
+    p.add_argument("--cpus-per-trial", type=int, default=1, metavar="N", help="CPUs (and TensorFlow threads) per trial (default 1)")
+    p.add_argument("--grace-epochs", type=int, default=1, metavar="N", help="ASHA: epochs before a trial may be stopped (default 1)")
+    p.set_defaults(func=cmd_tune)
     p = sub.add_parser("photos", help="re-measure only the real photos on a release (after a change to the photo "
                                       "conversion): manifest, report, contact sheet and confusion plot are rewritten")
     p.add_argument("--export-dir", default="exported", help="release folder (default: exported)")

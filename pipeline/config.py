@@ -26,8 +26,19 @@ class DataConfig:
 
 
 @dataclass
+class ArchConfig:
+    """The compact family (`--model custom`, what `python -m pipeline tune` searches): blocks of conv-BN-ReLU,
+    a pooling between blocks, global average pooling, Dense10. The defaults are `compact`'s."""
+    widths: list[int] = field(default_factory=lambda: [16, 32, 44])   # filters per block; one block each
+    convs: int = 2                    # conv-BN-ReLU per block
+    kernel: int = 3                   # kernel size of every conv (or depthwise conv)
+    pool: str = "max"                 # max | avg, between blocks
+    separable: bool = False           # depthwise-separable convs after the first one
+
+
+@dataclass
 class TrainConfig:
-    model: str = "compact"            # mlp | baseline | compact | tiny
+    model: str = "compact"            # mlp | baseline | compact | tiny | custom (built from `arch`)
     epochs: int = 35                  # before pruning; with pruning on, the cosine spans these + prune.epochs
     batch_size: int = 512
     optimizer: str = "sgd"            # sgd (Nesterov, warm-up + cosine) | adam (the seeds' tutorial way)
@@ -39,6 +50,7 @@ class TrainConfig:
     augment: bool = True              # pad 2 px + random crop 28 + horizontal flip
     photo_augment: float = 0.0        # share of training images given the "phone photo" transform
     jit_compile: bool = False
+    arch: ArchConfig = field(default_factory=ArchConfig)   # only read by model "custom"
 
 
 @dataclass
@@ -86,6 +98,7 @@ class GateConfig:
 class Config:
     seed: int = 0
     profile: str = "default"
+    origin: str | None = None         # where the architecture came from, e.g. a `tune` trial (export --from-tune)
     build_dir: str = "build"
     export_dir: str = "exported"
     data: DataConfig = field(default_factory=DataConfig)
@@ -153,6 +166,11 @@ def check(cfg: Config) -> None:
         problems.append(f"--prune-epochs must be at least 1 (got {cfg.prune.epochs})")
     if not 0.0 <= cfg.prune.target_sparsity < 1.0:
         problems.append(f"--target-sparsity must be in [0, 1) (got {cfg.prune.target_sparsity})")
+    arch = cfg.train.arch
+    if cfg.train.model == "custom" and (not arch.widths or min(arch.widths) < 1 or len(arch.widths) > 4
+                                        or arch.convs < 1 or arch.kernel not in (1, 3, 5, 7)
+                                        or arch.pool not in ("max", "avg")):
+        problems.append(f"custom architecture: 1–4 widths ≥ 1, convs ≥ 1, kernel 1/3/5/7, pool max/avg (got {arch})")
     if cfg.train.batch_size < 1:
         problems.append(f"--batch-size must be at least 1 (got {cfg.train.batch_size})")
     a = cfg.photos_train

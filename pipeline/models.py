@@ -39,29 +39,31 @@ def baseline(weight_decay: float = 0.0) -> keras.Model:
     ], name="baseline")
 
 
-def _conv_bn_relu(x, filters: int, weight_decay: float, separable: bool = False):
+def _conv_bn_relu(x, filters: int, weight_decay: float, separable: bool = False, kernel: int = 3):
     if separable:
-        x = layers.DepthwiseConv2D(3, padding="same", use_bias=False,
+        x = layers.DepthwiseConv2D(kernel, padding="same", use_bias=False,
                                    depthwise_regularizer=_l2(weight_decay))(x)
         x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)
         x = layers.ReLU()(x)
         x = layers.Conv2D(filters, 1, use_bias=False, kernel_regularizer=_l2(weight_decay))(x)
     else:
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=_l2(weight_decay))(x)
+        x = layers.Conv2D(filters, kernel, padding="same", use_bias=False, kernel_regularizer=_l2(weight_decay))(x)
     x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)
     return layers.ReLU()(x)
 
 
-def _stacked(name: str, widths, weight_decay: float, separable_after_first: bool) -> keras.Model:
+def _stacked(name: str, widths, weight_decay: float, separable_after_first: bool, kernel: int = 3,
+             pool: str = "max") -> keras.Model:
+    """`widths`: one tuple of filter counts per block; a pooling between blocks, GAP, Dense10."""
     inputs = keras.Input(INPUT_SHAPE, name="input")
     x = inputs
     first = True
-    for block, (a, b) in enumerate(widths):
+    for block, convs in enumerate(widths):
         if block:
-            x = layers.MaxPooling2D()(x)
-        x = _conv_bn_relu(x, a, weight_decay, separable=separable_after_first and not first)
-        first = False
-        x = _conv_bn_relu(x, b, weight_decay, separable=separable_after_first)
+            x = (layers.MaxPooling2D() if pool == "max" else layers.AveragePooling2D())(x)
+        for filters in convs:
+            x = _conv_bn_relu(x, filters, weight_decay, separable=separable_after_first and not first, kernel=kernel)
+            first = False
     x = layers.GlobalAveragePooling2D()(x)
     outputs = layers.Dense(10, activation="softmax", kernel_regularizer=_l2(weight_decay))(x)
     return keras.Model(inputs, outputs, name=name)
@@ -77,13 +79,22 @@ def tiny(weight_decay: float = 5e-4) -> keras.Model:
     return _stacked("tiny", [(16, 32), (48, 48), (56, 56)], weight_decay, separable_after_first=True)
 
 
-MODELS = {"mlp": mlp, "baseline": baseline, "compact": compact, "tiny": tiny}
+def custom(weight_decay: float = 5e-4, arch=None) -> keras.Model:
+    """The compact family from an ArchConfig (`--model custom`, `python -m pipeline tune`)."""
+    from .config import ArchConfig
+    a = arch or ArchConfig()
+    return _stacked("custom", [(w,) * a.convs for w in a.widths], weight_decay, separable_after_first=a.separable,
+                    kernel=a.kernel, pool=a.pool)
 
 
-def build(name: str, weight_decay: float = 0.0) -> keras.Model:
+MODELS = {"mlp": mlp, "baseline": baseline, "compact": compact, "tiny": tiny, "custom": custom}
+
+
+def build(name: str, weight_decay: float = 0.0, arch=None) -> keras.Model:
+    """Model `name`; `arch` (an ArchConfig) only for "custom"."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
-    return MODELS[name](weight_decay)
+    return custom(weight_decay, arch) if name == "custom" else MODELS[name](weight_decay)
 
 
 def macs(model: keras.Model) -> int:

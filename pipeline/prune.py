@@ -39,7 +39,7 @@ def kernel_gzip_bytes(model: keras.Model) -> int:
     return len(gzip.compress(blob, 9))
 
 
-def prune(model: keras.Model, cfg: Config, splits) -> tuple[keras.Model, dict]:
+def prune(model: keras.Model, cfg: Config, splits, callbacks=()) -> tuple[keras.Model, dict]:
     """Prune `model` to cfg.prune.target_sparsity over the schedule's tail; return the stripped model."""
     p = cfg.prune
     training.seed_everything(cfg.seed + 1)
@@ -59,7 +59,7 @@ def prune(model: keras.Model, cfg: Config, splits) -> tuple[keras.Model, dict]:
                          validation_data=training.dataset(splits.x_val, splits.y_val, cfg, training=False),
                          epochs=p.epochs, verbose=0,
                          callbacks=[tfmot.sparsity.keras.UpdatePruningStep(),
-                                    training.EpochLog("prune", p.epochs)])
+                                    training.EpochLog("prune", p.epochs), *callbacks])
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
     info = {
         "target_sparsity": p.target_sparsity,

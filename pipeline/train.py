@@ -110,19 +110,20 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def train(cfg: Config, splits) -> tuple[keras.Model, dict]:
-    """Build `cfg.train.model` and fit it on the training split, validating on the validation split."""
+def train(cfg: Config, splits, callbacks=()) -> tuple[keras.Model, dict]:
+    """Build `cfg.train.model` and fit it on the training split, validating on the validation split;
+    `callbacks` are extra Keras callbacks (the search reports every epoch through one)."""
     seed_everything(cfg.seed)
     t = cfg.train
     wd = t.weight_decay if t.optimizer == "sgd" else 0.0
-    model = models.build(t.model, wd)
+    model = models.build(t.model, wd, t.arch)
     train_ds = dataset(splits.x_train, splits.y_train, cfg, training=True)
     val_ds = dataset(splits.x_val, splits.y_val, cfg, training=False)
     steps = math.ceil(len(splits.y_train) / t.batch_size)
     compile_model(model, cfg, steps)
     t0 = time.perf_counter()
     history = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, verbose=0,
-                        callbacks=[EpochLog(f"train {t.model}", t.epochs)])
+                        callbacks=[EpochLog(f"train {t.model}", t.epochs), *callbacks])
     hist = {k: [float(v) for v in vs] for k, vs in history.history.items()}
     hist["seconds"] = time.perf_counter() - t0
     return model, hist

@@ -53,7 +53,7 @@ def gate(results: dict[str, dict], reference_accuracy: float, g: GateConfig) -> 
     failures = []
     for name, r in results.items():
         drop_pp = (reference_accuracy - r["accuracy"]) * 100
-        if drop_pp > g.max_drop_pp:
+        if drop_pp > g.max_drop_pp + 1e-9:        # 3 of 1,000 images is 0.3 pp, not 0.30000000000000027
             failures.append(f"{name}: accuracy {r['accuracy']:.2%} is {drop_pp:.2f} pp below the float model's "
                             f"{reference_accuracy:.2%} (gate: at most {g.max_drop_pp} pp)")
         if r["agreement_with_float"] < g.min_agreement:

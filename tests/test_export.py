@@ -117,3 +117,12 @@ def test_photos_command_remeasures_only_the_real_photos_of_a_release(quick, tmp_
     assert cli.main(["photos", "--export-dir", str(release), "--photos", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {tmp_path / 'nowhere'}: not a real-photos folder (no MANIFEST.tsv in it)"]
+
+
+def test_gate_boundary_is_inclusive():
+    """3 of 1,000 images below the float model is a 0.3 pp drop: within a 0.3 pp gate (float error aside)."""
+    from pipeline.config import GateConfig
+    from pipeline.validate import gate
+    r = {"m": {"accuracy": 0.773, "agreement_with_float": 0.994}}
+    assert gate(r, 0.776, GateConfig()) == []
+    assert gate(r, 0.777, GateConfig())[0].startswith("m: accuracy 77.30% is 0.40 pp below")

@@ -1,0 +1,133 @@
+"""`python -m pipeline tune` on a real local Ray: a tiny search stopped with SIGINT and resumed, a limit that
+rejects configurations before training, the Pareto front, and `export --from-tune` on the result."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import tune_space
+from pipeline.config import make_config
+from pipeline.errors import ConfigError
+
+pytestmark = pytest.mark.slow
+ray = pytest.importorskip("ray", reason="the `tune` extra is not installed")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tune(out: Path, *flags: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pipeline", "tune", "--out", str(out), *flags],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+
+
+def test_pareto_flags_need_a_completed_trial_that_beats_on_every_axis():
+    t = [{"status": "completed", "val_accuracy": 0.90, "int8_bytes": 50_000, "macs": 5e6},
+         {"status": "completed", "val_accuracy": 0.85, "int8_bytes": 60_000, "macs": 6e6},   # beaten by the first
+         {"status": "completed", "val_accuracy": 0.80, "int8_bytes": 10_000, "macs": 9e6},   # smallest file
+         {"status": "stopped early", "val_accuracy": 0.99, "int8_bytes": 1_000, "macs": 1e5},
+         {"status": "rejected", "val_accuracy": None, "int8_bytes": 900, "macs": 1e5}]
+    assert tune_space.pareto_flags(t) == [True, False, True, False, False]
+
+
+def test_up_front_size_is_the_trained_files_size_and_a_limit_rejects_it():
+    """The size is known before training (to within 0.2 %: the converter's tables), so a limit rejects early."""
+    from pipeline import data, quantize, train
+    params = dict(tune_space.RELEASE_PARAMS)
+    up = tune_space.measure_up_front(params, tune_space.Limits(max_int8_kb=40, max_macs=5e6))
+    assert up["rejected"] == f"int8 {up['int8_bytes'] / 1024:.1f} KB > 40 KB; 6.10 M MACs > 5 M"
+    assert up["macs"] == 6_103_880 and up["params"] == 47_554
+    # a trained model of that architecture (1 epoch on 1,000 images) converts to the same size
+    cfg = tune_space.trial_config(make_config("quick", **{"data.train_limit": 1000}), params, epochs=1)
+    splits = data.load(cfg)
+    model, _ = train.train(cfg, splits)
+    trained = quantize.to_tflite_int8(model, quantize.calibration_images(cfg, splits))
+    assert abs(len(trained) - up["int8_bytes"]) <= 0.002 * up["int8_bytes"], (len(trained), up["int8_bytes"])
+    assert tune_space.measure_up_front(params, tune_space.Limits(max_int8_kb=64))["rejected"] is None
+
+
+def test_trial_config_proxy_schedule_and_pick():
+    base = make_config("default", **{"data.train_limit": 2000})
+    cfg = tune_space.trial_config(base, {**tune_space.RELEASE_PARAMS, "blocks": 2, "sparsity": 0.0}, epochs=1)
+    assert cfg.train.model == "custom" and cfg.train.arch.widths == [16, 32] and not cfg.prune.enabled
+    assert cfg.train.epochs == 1 and cfg.train.warmup_epochs == 0 and 2000 // cfg.train.batch_size >= 60
+    result = {"trials": [{"trial_id": "a", "status": "completed", "pareto": True, "val_accuracy": 0.8, "int8_bytes": 9},
+                         {"trial_id": "b", "status": "rejected", "pareto": False, "val_accuracy": None, "int8_bytes": 1}]}
+    assert tune_space.pick(result)["trial_id"] == "a"
+    with pytest.raises(ConfigError, match="rejected before training"):
+        tune_space.pick(result, "b")
+    with pytest.raises(ConfigError, match="no trial 'c'"):
+        tune_space.pick(result, "c")
+
+
+def test_limit_rejects_every_configuration_before_training(tmp_path):
+    """--max-int8-kb 4: nothing in the space fits; every trial ends before a single epoch, none trained."""
+    proc = _tune(tmp_path / "s", "--trials", "2", "--epochs", "1", "--train-limit", "2000", "--max-int8-kb", "4")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    result = json.loads((tmp_path / "s" / "tune.json").read_text())
+    assert [t["status"] for t in result["trials"]] == ["rejected", "rejected"]
+    assert all(t["epochs"] == 0 and t["val_accuracy"] is None and t["int8_bytes"] > 4 * 1024 and not t["pareto"]
+               and t["rejected"].startswith("int8 ") for t in result["trials"])
+    assert "rejected before training" in out and "epoch 1/" not in out
+
+
+def test_tiny_search_stopped_with_sigint_resumes_then_exports_from_tune(tmp_path):
+    out_dir = tmp_path / "search"
+    flags = ("--trials", "2", "--epochs", "1", "--train-limit", "2000", "--max-int8-kb", "64", "--max-concurrent", "1")
+    proc = _tune(out_dir, *flags)
+    lines = []
+    deadline = time.time() + 240
+    for line in proc.stdout:                       # stop it as soon as the first trial is done
+        lines.append(line)
+        if "done: val" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+        assert time.time() < deadline, "".join(lines)[-3000:]
+    rest, _ = proc.communicate(timeout=240)
+    first_run = "".join(lines) + rest
+    assert proc.returncode == 130, first_run[-3000:]
+    assert "rerun the same command to resume" in first_run
+    partial = json.loads((out_dir / "tune.json").read_text())
+    done_first = [t for t in partial["trials"] if t["status"] == "completed"]
+    assert len(done_first) == 1 and done_first[0]["is_release_arch"]
+
+    proc = _tune(out_dir, *flags)
+    second_run, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, second_run[-3000:]
+    assert "resuming the search" in second_run
+    assert f"trial {done_first[0]['trial_id']} " not in second_run      # kept, not trained again
+    result = json.loads((out_dir / "tune.json").read_text())
+    assert result["engine"] == "ray" and result["ray_version"] == ray.__version__
+    assert len(result["trials"]) == 2 and result["finished"]
+    first = next(t for t in result["trials"] if t["trial_id"] == done_first[0]["trial_id"])
+    assert first["val_accuracy"] == done_first[0]["val_accuracy"]
+    for t in result["trials"]:
+        assert set(t) >= {"config", "val_accuracy", "int8_bytes", "macs", "pareto"}
+        if t["status"] == "completed":
+            assert 0.3 < t["val_accuracy"] <= 1 and 0.3 < t["int8_val_accuracy"] <= 1
+            assert t["int8_bytes"] <= 64 * 1024
+    assert any(t["pareto"] for t in result["trials"])
+    assert (out_dir / "pareto.png").stat().st_size > 10_000
+
+    # the same folder with other settings is refused, in one line, before Ray starts
+    proc = _tune(out_dir, "--trials", "3", "--epochs", "1", "--train-limit", "2000")
+    msg, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "holds another search" in msg
+
+    # a search result becomes a release through the usual chain and gate
+    export_dir = tmp_path / "exported"
+    from pipeline import cli
+    code = cli.main(["export", "--profile", "quick", "--from-tune", str(out_dir), "--no-photos-train",
+                     "--export-dir", str(export_dir), "--build-dir", str(tmp_path / "build"),
+                     "--max-drop-pp", "100", "--min-agreement", "0"])
+    assert code == 0
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    chosen = tune_space.pick(result)
+    assert manifest["config"]["train"]["model"] == "custom"
+    assert manifest["config"]["train"]["arch"] == tune_space.dataclasses.asdict(tune_space.arch_of(chosen["config"]))
+    assert chosen["trial_id"] in manifest["config"]["origin"]
