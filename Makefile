@@ -14,10 +14,11 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 export TF_ENABLE_ONEDNN_OPTS := 1
 
-.PHONY: help venv data browser export test test-fast compat bench bench-baseline pi-check clean
+.PHONY: help venv data browser export tune test test-fast compat bench bench-baseline pi-check clean
 
 help:
 	@echo "make export          build exported/ (train, prune, int8, TFLite + ONNX, parity gate); ~25 min on 2 cores"
+	@echo "make tune ARGS=...   architecture search on Ray Tune (python -m pipeline tune --help) -> OUT/tune.json, pareto.png"
 	@echo "make test            the test suite (quick exports on a subset; < 15 min)"
 	@echo "make compat          the release in MediaPipe, OpenCV 4.x/5.x, tflite-runtime, LiteRT, onnxruntime -> README table"
 	@echo "make bench           size / latency / accuracy benchmark -> benchmarks/results.{json,md}"
@@ -56,6 +57,10 @@ export: venv data
 	@start=$$(date +%s); \
 	$(BIN)/python -m pipeline export $(ARGS) && \
 	echo "make export: wall time $$(( $$(date +%s) - start )) s"
+
+# Device-aware architecture search (Ray Tune, local or --address); ARGS needs at least --out DIR.
+tune: venv data
+	$(BIN)/python -m pipeline tune $(ARGS)
 
 # The emulated Raspberry Pi check (pytest -m pi, ~3 min on a fresh machine) is its own CI step: make pi-check.
 test: venv data browser

@@ -181,7 +181,8 @@ def cmd_tune(args) -> int:
                             limits=Limits(args.max_int8_kb, args.max_macs, args.max_latency_ratio,
                                           str(release) if args.max_latency_ratio is not None else None),
                             address=args.address, max_concurrent=args.max_concurrent,
-                            cpus_per_trial=args.cpus_per_trial, grace_epochs=args.grace_epochs, seed=args.seed or 0)
+                            cpus_per_trial=args.cpus_per_trial, seed=args.seed or 0,
+                            grace_epochs=args.grace_epochs or max(1, round(0.75 * args.epochs_proxy)))
     result = tune.run(args.profile, overrides, opts, log=lambda m: print(f"[tune] {m}", file=sys.stderr, flush=True))
     print(tune.main_summary(result))
     return 0 if result["finished"] else 130
@@ -274,7 +275,9 @@ def main(argv=None) -> int:
                                      "locally with this machine's cores")
     p.add_argument("--max-concurrent", type=int, metavar="N", help="trials at once (default: the cluster's CPUs / --cpus-per-trial)")
     p.add_argument("--cpus-per-trial", type=int, default=1, metavar="N", help="CPUs (and TensorFlow threads) per trial (default 1)")
-    p.add_argument("--grace-epochs", type=int, default=1, metavar="N", help="ASHA: epochs before a trial may be stopped (default 1)")
+    p.add_argument("--grace-epochs", type=int, metavar="N",
+                   help="ASHA: epochs before a trial may be stopped (default: 3/4 of --epochs; the first epochs of a "
+                        "short schedule rank trials badly: at 1 the release's own architecture was stopped)")
     p.set_defaults(func=cmd_tune)
     p = sub.add_parser("photos", help="re-measure only the real photos on a release (after a change to the photo "
                                       "conversion): manifest, report, contact sheet and confusion plot are rewritten")

@@ -16,13 +16,15 @@ import numpy as np
 CHUNK = 500        # OpenCV allocates every layer's output for the whole batch
 
 
-def opencv(model: str, x: np.ndarray) -> tuple[str, list, np.ndarray]:
+def opencv(model: str, x: np.ndarray, winograd: bool = True) -> tuple[str, list, np.ndarray]:
     import cv2
     if model.endswith(".tflite"):
         net = cv2.dnn.readNetFromTFLite(model)
         x = x.transpose(0, 3, 1, 2)      # OpenCV's TFLite importer takes NCHW blobs and converts inside
     else:
         net = cv2.dnn.readNetFromONNX(model)
+    if not winograd:
+        net.enableWinograd(False)        # OpenCV 4.x: direct 3x3 convolutions (Winograd's float error moves roundings)
     outs = []
     for i in range(0, len(x), CHUNK):
         net.setInput(np.ascontiguousarray(x[i : i + CHUNK]))
@@ -64,7 +66,8 @@ def tflite_runtime(model: str, x: np.ndarray) -> tuple[str, list, np.ndarray]:
     return version("tflite-runtime"), ["N", *y.shape[1:]], y.argmax(1)
 
 
-CLIENTS = {"opencv": opencv, "mediapipe": mediapipe, "tflite-runtime": tflite_runtime}
+CLIENTS = {"opencv": opencv, "opencv-no-winograd": lambda model, x: opencv(model, x, winograd=False),
+           "mediapipe": mediapipe, "tflite-runtime": tflite_runtime}
 
 
 def main(argv: list[str]) -> int:
@@ -82,10 +85,11 @@ def main(argv: list[str]) -> int:
 
 def _version(client: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
-    if client == "opencv":
+    if client.startswith("opencv"):
         import cv2
         return cv2.__version__
     for dist in {"opencv": ("opencv-python-headless", "opencv-contrib-python", "opencv-python"),
+                 "opencv-no-winograd": ("opencv-python-headless",),
                  "mediapipe": ("mediapipe",), "tflite-runtime": ("tflite-runtime",)}[client]:
         try:
             return version(dist)

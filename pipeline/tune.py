@@ -235,7 +235,10 @@ def _trial_count(path: Path) -> int:
 
 def _write(out: Path, results, settings: dict, base_cfg: Config, seconds: float, ray_version: str, log) -> dict:
     trials = []
-    for r in results:
+    # Ray's own state of each trial (same order as the results): TERMINATED for an ASHA stop, RUNNING or
+    # PENDING for a trial the search was stopped in the middle of.
+    ray_states = [t.status for t in getattr(getattr(results, "_experiment_analysis", None), "trials", [])]
+    for k, r in enumerate(results):
         if not r.config:          # a trial Optuna had not proposed yet when the search was stopped
             continue
         m = dict(r.metrics or {})
@@ -243,8 +246,8 @@ def _write(out: Path, results, settings: dict, base_cfg: Config, seconds: float,
         if r.error is not None:
             status = "failed"
         elif status == "running":
-            planned = m.get("epochs_planned") or 0
-            status = "stopped early" if m.get("training_iteration", 0) < planned else "interrupted"
+            ended = ray_states[k] == "TERMINATED" if k < len(ray_states) else True
+            status = "stopped early" if ended else "interrupted"
         elif status is None:
             status = "not started"
         trials.append({
@@ -275,14 +278,15 @@ def _write(out: Path, results, settings: dict, base_cfg: Config, seconds: float,
               "settings": settings, "seconds_this_run": round(seconds, 1), "counts": counts,
               "finished": finished >= settings["trials"],
               "release": release, "trials": trials}
-    tmp = out / "tune.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out / "tune.json")
+    for name, text in (("tune.json", json.dumps(result, indent=1)), ("tune.md", markdown(result))):
+        tmp = out / f"{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(out / name)
     tune_space.plot(trials, out / "pareto.png", release,
                     f"{len(trials)} trials, {settings['epochs']} epochs (+ pruning) on "
                     f"{base_cfg.data.train_limit or 'all'} training images; validation split")
     log(f"{len(trials)} trials ({', '.join(f'{n} {s}' for s, n in counts.items())}) → {out / 'tune.json'}, "
-        f"{out / 'pareto.png'}")
+        f"tune.md, pareto.png")
     if not result["finished"]:
         log(f"stopped with {finished} of {settings['trials']} trials finished: rerun the same command to resume")
     return result
@@ -304,6 +308,27 @@ def _release_figures(cfg: Config) -> dict | None:
     entry = next((a for a in m.get("artifacts", []) if a.get("file") == "model_int8.tflite"), {})
     return {"file": str(manifest.parent / "model_int8.tflite"), "int8_bytes": entry.get("bytes"),
             "macs": (m.get("float_reference") or {}).get("macs"), "test_accuracy": entry.get("accuracy")}
+
+
+def markdown(result: dict) -> str:
+    """tune.md: the settings and every trial, Pareto trials first."""
+    st = result["settings"]
+    lim = ", ".join(f"{k} {v}" for k, v in st["limits"].items() if v is not None and k != "release_tflite") or "none"
+    lines = [f"# Search: {len(result['trials'])} trials on Ray {result['ray_version']} ({result['search']})", "",
+             f"Proxy schedule: {st['epochs']} epochs (+ pruning) on {st['base']['overrides'].get('data.train_limit') or 'all'} "
+             f"training images; objective: {result['objective']}; limits: {lim}; "
+             f"{', '.join(f'{n} {s}' for s, n in result['counts'].items())}.", "",
+             "| trial | Pareto | architecture | status | val acc | int8 val acc | int8 bytes | MACs | params |",
+             "|---|:-:|---|---|---:|---:|---:|---:|---:|"]
+    order = sorted(result["trials"], key=lambda t: (not t["pareto"], -(t["val_accuracy"] or 0)))
+    for t in order:
+        pct = lambda v: f"{v:.2%}" if v is not None else "–"
+        lines.append(f"| {t['trial_id']} | {'★' if t['pareto'] else ''} | {t['architecture']}"
+                     f"{' (release architecture)' if t.get('is_release_arch') else ''} | {t['status']}"
+                     f"{': ' + t['rejected'] if t.get('rejected') else ''} | {pct(t['val_accuracy'])} | "
+                     f"{pct(t.get('int8_val_accuracy'))} | {t['int8_bytes'] or 0:,} | {(t['macs'] or 0) / 1e6:.2f} M | "
+                     f"{t.get('params') or 0:,} |")
+    return "\n".join(lines) + "\n"
 
 
 def main_summary(result: dict) -> str:

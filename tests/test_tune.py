@@ -131,3 +131,13 @@ def test_tiny_search_stopped_with_sigint_resumes_then_exports_from_tune(tmp_path
     assert manifest["config"]["train"]["model"] == "custom"
     assert manifest["config"]["train"]["arch"] == tune_space.dataclasses.asdict(tune_space.arch_of(chosen["config"]))
     assert chosen["trial_id"] in manifest["config"]["origin"]
+
+
+def test_ray_is_only_in_the_tune_extra():
+    """The device install (`pip install .[tflite]` / `.[onnx]`) and a plain `make export` never pull Ray."""
+    import tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    for group, reqs in [("dependencies", project["dependencies"]), *extras.items()]:
+        pulls = [r for r in reqs if r.split("[")[0].split("=")[0].split("<")[0].strip() in ("ray", "optuna")]
+        assert bool(pulls) == (group == "tune"), (group, reqs)
