@@ -70,6 +70,10 @@ def adapt(pruned: keras.Model, cfg: Config, splits, photos: photos_train.PhotoSe
     px, py, source = photos_train.variants(photos, a.variants, cfg.seed, Path(cfg.build_dir))
     if keep is not None:
         px, py = px[keep[source]], py[keep[source]]
+    if a.footwear_pairs:
+        from . import footwear_pairs
+        sx, sy = footwear_pairs.synthesize(splits.x_train, splits.y_train, a.footwear_pairs, cfg.seed)
+        px, py = np.concatenate([px, sx]), np.concatenate([py, sy])
     weights = photos_train.balanced_weights(py, a.balance)
     model = keras.models.clone_model(pruned)
     model.set_weights(pruned.get_weights())
@@ -86,7 +90,7 @@ def adapt(pruned: keras.Model, cfg: Config, splits, photos: photos_train.PhotoSe
                         validation_data=training.dataset(splits.x_val, splits.y_val, cfg, training=False),
                         callbacks=[KeepZeros(model), training.EpochLog("adapt", a.epochs)])
     info = {"photos": int(len(photos.paths) if keep is None else keep.sum()), "variants_per_photo": a.variants + 1, "photo_images": int(len(py)),
-            "share": a.share, "balance": a.balance, "epochs": a.epochs, "lr": a.lr, "freeze_bn": a.freeze_bn,
+            "share": a.share, "balance": a.balance, "footwear_pairs": a.footwear_pairs, "epochs": a.epochs, "lr": a.lr, "freeze_bn": a.freeze_bn,
             "measured_sparsity": round(kernel_sparsity(model), 4),
             "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}
     return model, info

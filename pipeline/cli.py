@@ -229,6 +229,9 @@ def main(argv=None) -> int:
                    help="epochs of the adapt fine-tune (default 3)")
     p.add_argument("--photos-variants", dest="photos_train.variants", type=int, metavar="N",
                    help="augmented variants per training photo, besides the photo itself (default 8)")
+    p.add_argument("--footwear-pairs", dest="photos_train.footwear_pairs", type=int, metavar="N",
+                   help="add N synthetic photos of shoe pairs seen from above per footwear class to the adapt photos "
+                        "(pipeline/footwear_pairs.py; default 0)")
     p.add_argument("--exclude-senders-of", dest="photos_train.exclude_senders_of", metavar="DIR",
                    help="leave out training photos whose sender_id appears in DIR/MANIFEST.tsv (a sender-disjoint figure)")
     p.add_argument("--from-tune", metavar="DIR", help="export a trial of `python -m pipeline tune --out DIR` with the "

@@ -79,6 +79,7 @@ class PhotosTrainConfig:
     epochs: int = 3                   # the fine-tune, after pruning, masks fixed
     lr: float = 0.005                 # its peak learning rate, cosine to 0
     freeze_bn: bool = True            # keep the batch-norm statistics of the Fashion-MNIST training
+    footwear_pairs: int = 0           # synthetic photos of shoe pairs per footwear class (pipeline/footwear_pairs.py)
 
 
 @dataclass
