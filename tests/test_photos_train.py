@@ -126,3 +126,20 @@ def test_sender_grouped_folds_hold_out_every_photo_once_into_the_report(quick_re
     assert "## Real photos: sender-grouped cross-validation" in (release / "report.md").read_text()
     for name in ("Trouser", "Shirt", "Ankle boot"):
         assert f"| {name} | 4 |" in text
+
+
+def test_footwear_pairs_are_two_shoes_side_by_side_converted_by_the_runtime():
+    """Synthetic pair photos (pipeline/footwear_pairs.py) come out of the runtime's conversion as two light shapes
+    side by side, labelled with their footwear class, reproducibly."""
+    from pipeline import data, footwear_pairs
+    x, y = data.load_raw()[:2]
+    images, labels = footwear_pairs.synthesize(x, y, 12, seed=0)
+    assert images.shape == (36, 28, 28) and images.dtype == np.uint8
+    assert labels.tolist() == [5] * 12 + [7] * 12 + [9] * 12
+    again, _ = footwear_pairs.synthesize(x, y, 12, seed=0)
+    assert np.array_equal(images, again)
+    # two shoes: light in the left and the right third, and a darker gap between them in most images
+    lit = images > 100
+    left, middle, right = (lit[:, :, a:b].mean(axis=(1, 2)) for a, b in ((0, 9), (12, 16), (19, 28)))
+    assert ((left > 0.05) & (right > 0.05)).mean() > 0.8
+    assert (middle < np.minimum(left, right)).mean() > 0.6
