@@ -55,6 +55,15 @@ def _overrides(args) -> dict:
     return {k: v for k, v in vars(args).items() if "." in k or k in ("seed", "build_dir", "export_dir")}
 
 
+def _adapt_flags(p: argparse.ArgumentParser) -> None:
+    """Adapt settings shared by `export` and `compare --photo-folds`."""
+    p.add_argument("--photos-balance", dest="photos_train.balance", type=float, metavar="POWER",
+                   help="photo classes drawn in proportion to count**POWER (0: equal, 1: as found; default 0.5)")
+    p.add_argument("--footwear-pairs", dest="photos_train.footwear_pairs", type=int, metavar="N",
+                   help="add N synthetic photos of shoe pairs seen from above per footwear class to the adapt photos "
+                        "(pipeline/footwear_pairs.py; default 0)")
+
+
 def _config(args):
     overrides = _overrides(args)
     if getattr(args, "trial", None) and not getattr(args, "from_tune", None):
@@ -224,14 +233,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-photos-train", dest="photos_train.auto", action="store_const", const=False,
                    help="do not look for training photos: the Fashion-MNIST-only model ships")
     p.add_argument("--photos-share", dest="photos_train.share", type=float, metavar="SHARE",
-                   help="share of every adapt batch that is photo variants (default 0.25)")
+                   help="share of every adapt batch that is photo variants (default 0.05)")
     p.add_argument("--photos-epochs", dest="photos_train.epochs", type=int, metavar="N",
                    help="epochs of the adapt fine-tune (default 3)")
     p.add_argument("--photos-variants", dest="photos_train.variants", type=int, metavar="N",
                    help="augmented variants per training photo, besides the photo itself (default 8)")
-    p.add_argument("--footwear-pairs", dest="photos_train.footwear_pairs", type=int, metavar="N",
-                   help="add N synthetic photos of shoe pairs seen from above per footwear class to the adapt photos "
-                        "(pipeline/footwear_pairs.py; default 0)")
+    _adapt_flags(p)
     p.add_argument("--exclude-senders-of", dest="photos_train.exclude_senders_of", metavar="DIR",
                    help="leave out training photos whose sender_id appears in DIR/MANIFEST.tsv (a sender-disjoint figure)")
     p.add_argument("--from-tune", metavar="DIR", help="export a trial of `python -m pipeline tune --out DIR` with the "
@@ -252,6 +259,7 @@ def main(argv=None) -> int:
     p.add_argument("--photos-train", dest="photos_train.dir", metavar="DIR",
                    help="with --photo-folds: the training photos (default: $FASHION_EDGE_PHOTOS_TRAIN, "
                         "../shared/real-photos-train)")
+    _adapt_flags(p)
     p.add_argument("--export-dir", dest="export_dir", default="exported")
     p.add_argument("--no-report", dest="write_report", action="store_false",
                    help="do not write the table into <export-dir>/report.md")

@@ -2,7 +2,7 @@
 
 Every trial is one short training (the proxy schedule: `--epochs` on `--train-limit` images, then pruning
 to the trial's sparsity) run by Ray, locally with this machine's cores or on a cluster (`--address`).
-Optuna's TPE proposes configurations (the release's architecture first), ASHA stops trials that trail at
+Optuna's TPE proposes configurations (the release's architecture first, none twice), ASHA stops trials that trail at
 an epoch, and configurations that break a limit (int8 size, MACs, latency ratio) are rejected before any
 training. The objective is accuracy on the validation split, never the test set.
 
@@ -156,7 +156,8 @@ def run(base_profile: str, base_overrides: dict, opts: TuneOptions, log=print) -
     from ray import tune as ray_tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
+
+    from .tune_searcher import DistinctOptunaSearch
 
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -193,7 +194,7 @@ def run(base_profile: str, base_overrides: dict, opts: TuneOptions, log=print) -
                                            resume_errored=True)
         else:
             searcher = ConcurrencyLimiter(
-                OptunaSearch(metric=METRIC, mode="max", seed=opts.seed,
+                DistinctOptunaSearch(metric=METRIC, mode="max", seed=opts.seed,
                              points_to_evaluate=[dict(tune_space.RELEASE_PARAMS)]),
                 max_concurrent=concurrent)
             scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=opts.grace_epochs,
@@ -282,9 +283,7 @@ def _write(out: Path, results, settings: dict, base_cfg: Config, seconds: float,
         tmp = out / f"{name}.tmp"
         tmp.write_text(text)
         tmp.replace(out / name)
-    tune_space.plot(trials, out / "pareto.png", release,
-                    f"{len(trials)} trials, {settings['epochs']} epochs (+ pruning) on "
-                    f"{base_cfg.data.train_limit or 'all'} training images; validation split")
+    tune_space.plot(trials, out / "pareto.png", release, plot_title(result))
     log(f"{len(trials)} trials ({', '.join(f'{n} {s}' for s, n in counts.items())}) → {out / 'tune.json'}, "
         f"tune.md, pareto.png")
     if not result["finished"]:
@@ -308,6 +307,13 @@ def _release_figures(cfg: Config) -> dict | None:
     entry = next((a for a in m.get("artifacts", []) if a.get("file") == "model_int8.tflite"), {})
     return {"file": str(manifest.parent / "model_int8.tflite"), "int8_bytes": entry.get("bytes"),
             "macs": (m.get("float_reference") or {}).get("macs"), "test_accuracy": entry.get("accuracy")}
+
+
+def plot_title(result: dict) -> str:
+    st = result["settings"]
+    return (f"{len(result['trials'])} trials on Ray {result['ray_version']}, {st['epochs']} epochs (+ pruning) on "
+            f"{st['base']['overrides'].get('data.train_limit') or 'all'} training images, validation split; "
+            f"{result['counts'].get('rejected', 0)} rejected before training (not shown)")
 
 
 def markdown(result: dict) -> str:

@@ -141,3 +141,22 @@ def test_ray_is_only_in_the_tune_extra():
     for group, reqs in [("dependencies", project["dependencies"]), *extras.items()]:
         pulls = [r for r in reqs if r.split("[")[0].split("=")[0].split("<")[0].strip() in ("ray", "optuna")]
         assert bool(pulls) == (group == "tune"), (group, reqs)
+
+
+def test_the_searcher_never_proposes_one_architecture_twice():
+    """Optuna alone proposed one architecture 5 times in 40 trials; here a repeat is answered from the first
+    trial's result and Optuna is asked again, so 3 proposals in a space of 3 architectures are all different."""
+    from ray import tune as ray_tune
+
+    from pipeline.tune_searcher import DistinctOptunaSearch
+    space = {k: ray_tune.choice([v]) for k, v in tune_space.RELEASE_PARAMS.items()}
+    space["kernel"] = ray_tune.choice([3, 5, 7])
+    space["width4"] = ray_tune.choice([32, 48, 64])          # unused with 3 blocks: not a new architecture
+    s = DistinctOptunaSearch(space=space, metric="val_accuracy", mode="max", seed=0)
+    seen = []
+    for k in range(3):
+        params = s.suggest(f"t{k}")
+        seen.append(tune_space.describe(params))
+        s.on_trial_complete(f"t{k}", result={"val_accuracy": 0.5 + k / 10})
+    assert len(set(seen)) == 3, seen
+    assert s.skipped > 0
