@@ -188,7 +188,7 @@ def cmd_tune(args) -> int:
         raise ConfigError(f"--max-latency-ratio needs the release's {release} to measure against")
     opts = tune.TuneOptions(out=args.out, trials=args.trials, epochs=args.epochs_proxy,
                             limits=Limits(args.max_int8_kb, args.max_macs, args.max_latency_ratio,
-                                          str(release) if args.max_latency_ratio is not None else None),
+                                          str(release) if release.is_file() else None),
                             address=args.address, max_concurrent=args.max_concurrent,
                             cpus_per_trial=args.cpus_per_trial, seed=args.seed or 0,
                             grace_epochs=args.grace_epochs or max(1, round(0.75 * args.epochs_proxy)))
@@ -281,7 +281,8 @@ def main(argv=None) -> int:
                    help="reject configurations whose LiteRT batch-1 latency (untrained, measured up front on this "
                         "machine) is over R × the release's model_int8.tflite")
     p.add_argument("--export-dir", dest="export_dir", default="exported",
-                   help="the release to compare with (plot, latency ratio; default: exported)")
+                   help="the release to compare with: its model_int8.tflite's size in the plot, and every trial's "
+                        "LiteRT latency ratio to it, measured up front (default: exported)")
     p.add_argument("--address", help="an existing Ray cluster (ray://host:10001 or host:6379); default: Ray starts "
                                      "locally with this machine's cores")
     p.add_argument("--max-concurrent", type=int, metavar="N", help="trials at once (default: the cluster's CPUs / --cpus-per-trial)")

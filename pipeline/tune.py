@@ -105,7 +105,8 @@ def _progress(log):
             elif r.get("status") == "completed":
                 log(f"trial {trial.trial_id} done: val {r[METRIC]:.2%}, int8 val {r.get('int8_val_accuracy', 0):.2%}, "
                     f"{r.get('int8_bytes', 0) / 1024:.1f} KB, {r.get('macs', 0) / 1e6:.2f} M MACs, "
-                    f"{r.get('train_seconds')} s  ({tune_space.describe(trial.config)})")
+                    + (f"latency {r['latency_ratio']:.2f}× the release, " if r.get("latency_ratio") else "")
+                    + f"{r.get('train_seconds')} s  ({tune_space.describe(trial.config)})")
             else:
                 log(f"trial {trial.trial_id} stopped by ASHA after epoch {r.get('training_iteration')}")
 
@@ -201,7 +202,8 @@ def run(base_profile: str, base_overrides: dict, opts: TuneOptions, log=print) -
                                       reduction_factor=2)
             log(f"searching {opts.trials} trials, {concurrent} at a time; proxy schedule {opts.epochs} epochs "
                 f"(+ pruning) on {base_cfg.data.train_limit or 'all'} training images; ASHA stops laggards after "
-                f"{opts.grace_epochs} epoch(s); Optuna TPE proposes; the release's architecture goes first")
+                f"{opts.grace_epochs} epoch(s); Optuna TPE proposes, never one architecture twice; the release's "
+                "architecture goes first")
             tuner = ray_tune.Tuner(
                 trainable, param_space=_space(),
                 tune_config=ray_tune.TuneConfig(metric=METRIC, mode="max", num_samples=opts.trials,
@@ -324,8 +326,8 @@ def markdown(result: dict) -> str:
              f"Proxy schedule: {st['epochs']} epochs (+ pruning) on {st['base']['overrides'].get('data.train_limit') or 'all'} "
              f"training images; objective: {result['objective']}; limits: {lim}; "
              f"{', '.join(f'{n} {s}' for s, n in result['counts'].items())}.", "",
-             "| trial | Pareto | architecture | status | val acc | int8 val acc | int8 bytes | MACs | params |",
-             "|---|:-:|---|---|---:|---:|---:|---:|---:|"]
+             "| trial | Pareto | architecture | status | val acc | int8 val acc | int8 bytes | MACs | params | latency ÷ release |",
+             "|---|:-:|---|---|---:|---:|---:|---:|---:|---:|"]
     order = sorted(result["trials"], key=lambda t: (not t["pareto"], -(t["val_accuracy"] or 0)))
     for t in order:
         pct = lambda v: f"{v:.2%}" if v is not None else "–"
@@ -333,18 +335,19 @@ def markdown(result: dict) -> str:
                      f"{' (release architecture)' if t.get('is_release_arch') else ''} | {t['status']}"
                      f"{': ' + t['rejected'] if t.get('rejected') else ''} | {pct(t['val_accuracy'])} | "
                      f"{pct(t.get('int8_val_accuracy'))} | {t['int8_bytes'] or 0:,} | {(t['macs'] or 0) / 1e6:.2f} M | "
-                     f"{t.get('params') or 0:,} |")
+                     f"{t.get('params') or 0:,} | {t['latency_ratio'] if t.get('latency_ratio') is not None else '–'} |")
     return "\n".join(lines) + "\n"
 
 
 def main_summary(result: dict) -> str:
-    lines = [f"{'trial':>10}  {'status':<14} {'val acc':>8} {'int8 acc':>8} {'KB':>6} {'MMACs':>6}  pareto  architecture"]
+    lines = [f"{'trial':>10}  {'status':<14} {'val acc':>8} {'int8 acc':>8} {'KB':>6} {'MMACs':>6} {'lat×':>5}  pareto  architecture"]
     for t in result["trials"]:
         acc = f"{t['val_accuracy']:.2%}" if t["val_accuracy"] is not None else "-"
         acc8 = f"{t['int8_val_accuracy']:.2%}" if t.get("int8_val_accuracy") is not None else "-"
         kb = f"{t['int8_bytes'] / 1024:.1f}" if t.get("int8_bytes") else "-"
         mm = f"{t['macs'] / 1e6:.2f}" if t.get("macs") else "-"
-        lines.append(f"{t['trial_id']:>10}  {t['status']:<14} {acc:>8} {acc8:>8} {kb:>6} {mm:>6}  "
+        lat = f"{t['latency_ratio']:.2f}" if t.get("latency_ratio") is not None else "-"
+        lines.append(f"{t['trial_id']:>10}  {t['status']:<14} {acc:>8} {acc8:>8} {kb:>6} {mm:>6} {lat:>5}  "
                      f"{'  *   ' if t['pareto'] else '      '}  {t['architecture']}"
                      + (f"  ({t['rejected']})" if t.get("rejected") else ""))
     return "\n".join(lines)

@@ -44,7 +44,7 @@ class Limits:
     max_int8_kb: float | None = None
     max_macs: float | None = None
     max_latency_ratio: float | None = None     # LiteRT batch-1 median, relative to the release's int8 model
-    release_tflite: str | None = None           # the model that ratio is measured against
+    release_tflite: str | None = None           # the model that ratio is measured against (measured when given)
 
 
 def arch_of(params: dict) -> ArchConfig:
@@ -105,7 +105,7 @@ def _litert_latency_ratio(candidate: bytes, release: Path, rounds: int = 7, call
 
 def measure_up_front(params: dict, limits: Limits) -> dict:
     """What can be known before training: MACs, params, the int8 .tflite's size (converted from the untrained
-    model: the size depends on shapes only) and, with a latency limit, the latency ratio; plus `rejected`,
+    model: the size depends on shapes only) and, given the release's model, the latency ratio; plus `rejected`,
     the first limit broken (None when the configuration may be trained)."""
     from . import models, quantize
     a = arch_of(params)
@@ -123,9 +123,9 @@ def measure_up_front(params: dict, limits: Limits) -> dict:
         reasons.append(f"int8 {out['int8_bytes'] / 1024:.1f} KB > {limits.max_int8_kb:g} KB")
     if limits.max_macs is not None and out["macs"] > limits.max_macs:
         reasons.append(f"{out['macs'] / 1e6:.2f} M MACs > {limits.max_macs / 1e6:g} M")
-    if limits.max_latency_ratio is not None and not reasons:
+    if limits.release_tflite and not reasons:
         out["latency_ratio"] = round(_litert_latency_ratio(tflite, Path(limits.release_tflite)), 3)
-        if out["latency_ratio"] > limits.max_latency_ratio:
+        if limits.max_latency_ratio is not None and out["latency_ratio"] > limits.max_latency_ratio:
             reasons.append(f"latency {out['latency_ratio']:.2f}× the release > {limits.max_latency_ratio:g}×")
     out["rejected"] = "; ".join(reasons) or None
     return out
@@ -153,11 +153,14 @@ def plot(trials: list[dict], path: Path, release: dict | None = None, title: str
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
-    for ax, key, scale, unit in ((axes[0], "int8_bytes", 1024, "int8 .tflite size (KB)"),
-                                 (axes[1], "macs", 1e6, "MACs per image (M)")):
-        done = [t for t in trials if t.get("status") == "completed"]
-        early = [t for t in trials if t.get("status") == "stopped early" and t.get("val_accuracy") is not None]
+    panels = [("int8_bytes", 1024, "int8 .tflite size (KB)"), ("macs", 1e6, "MACs per image (M)")]
+    if any(t.get("latency_ratio") for t in trials if t.get("status") == "completed"):
+        panels.append(("latency_ratio", 1, "LiteRT batch-1 latency ÷ the release's (this machine)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.4), sharey=True)
+    for ax, (key, scale, unit) in zip(axes, panels):
+        done = [t for t in trials if t.get("status") == "completed" and t.get(key) is not None]
+        early = [t for t in trials if t.get("status") == "stopped early" and t.get("val_accuracy") is not None
+                 and t.get(key) is not None]
         front = sorted((t for t in done if t.get("pareto")), key=lambda t: t[key])
         ax.scatter([t[key] / scale for t in done], [t["val_accuracy"] for t in done], s=28, color="tab:blue",
                    alpha=0.7, label="completed")
@@ -165,13 +168,17 @@ def plot(trials: list[dict], path: Path, release: dict | None = None, title: str
             ax.scatter([t[key] / scale for t in early], [t["val_accuracy"] for t in early], s=22,
                        facecolors="none", edgecolors="tab:gray", label="stopped early (ASHA)")
         if front:
-            ax.plot([t[key] / scale for t in front], [t["val_accuracy"] for t in front], "-o", color="tab:red",
+            # the front is on accuracy vs size and MACs; on the latency panel its trials are only marked
+            ax.plot([t[key] / scale for t in front], [t["val_accuracy"] for t in front],
+                    "o" if key == "latency_ratio" else "-o", color="tab:red",
                     ms=6, lw=1.2, label="Pareto front (accuracy vs size and MACs)")
         ref = [t for t in done if t.get("is_release_arch")]
         if ref:
             ax.scatter([ref[0][key] / scale], [ref[0]["val_accuracy"]], marker="*", s=220, color="gold",
                        edgecolors="black", zorder=5, label="release architecture (same proxy)")
-        if release and release.get(key):
+        if key == "latency_ratio":
+            ax.axvline(1.0, color="goldenrod", ls="--", lw=1, label="the shipped release (1.0)")
+        elif release and release.get(key):
             what = (f"shipped model_int8.tflite ({release[key] / scale:.1f} KB, with metadata)" if key == "int8_bytes"
                     else f"shipped release ({release[key] / scale:.2f} M MACs)")
             ax.axvline(release[key] / scale, color="goldenrod", ls="--", lw=1, label=what)
@@ -180,7 +187,7 @@ def plot(trials: list[dict], path: Path, release: dict | None = None, title: str
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("validation accuracy (proxy schedule)")
     axes[0].yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    axes[1].legend(fontsize=7.5, loc="lower right")
+    axes[-1].legend(fontsize=7.5, loc="lower right")
     fig.suptitle(title or "Search: accuracy vs size and compute", fontsize=10)
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp.png")
