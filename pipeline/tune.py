@@ -44,9 +44,9 @@ def fashion_edge_trial(params: dict, *, base: dict, epochs: int, limits: dict, c
 
     cfg = tune_space.trial_config(make_config(base["profile"], **base["overrides"]), params, epochs)
     up_front = tune_space.measure_up_front(params, tune_space.Limits(**limits))
-    first = {**up_front, "int8_bytes_up_front": up_front["int8_bytes"], "epochs_planned": tune_space.schedule_length(cfg), "is_release_arch":
-             all(params.get(k) == v for k, v in tune_space.RELEASE_PARAMS.items()
-                 if k != "width4" or params.get("blocks") == 4)}
+    first = {**up_front, "int8_bytes_up_front": up_front["int8_bytes"],
+             "epochs_planned": tune_space.schedule_length(cfg),
+             "is_release_arch": tune_space.same_architecture(params, base.get("release_params"))}
     if up_front["rejected"]:
         ray_tune.report({METRIC: 0.0, "status": "rejected", **first})
         return
@@ -175,6 +175,7 @@ def run(base_profile: str, base_overrides: dict, opts: TuneOptions, log=print) -
         concurrent = opts.max_concurrent or max(1, cpus // opts.cpus_per_trial)
         max_t = tune_space.schedule_length(tune_space.trial_config(base_cfg, {**tune_space.RELEASE_PARAMS,
                                                                               "sparsity": 0.5}, opts.epochs))
+        first_point = tune_space.release_params(_release_manifest(base_cfg))
         # Trials run in other processes (maybe other machines): hand them absolute paths.
         overrides = {**base_overrides, "build_dir": str(Path(base_cfg.build_dir).resolve())}
         if base_cfg.data.data_dir:
@@ -183,7 +184,8 @@ def run(base_profile: str, base_overrides: dict, opts: TuneOptions, log=print) -
         if limits["release_tflite"]:
             limits["release_tflite"] = str(Path(limits["release_tflite"]).resolve())
         trainable = ray_tune.with_resources(
-            ray_tune.with_parameters(fashion_edge_trial, base={"profile": base_profile, "overrides": overrides},
+            ray_tune.with_parameters(fashion_edge_trial, base={"profile": base_profile, "overrides": overrides,
+                                                               "release_params": first_point},
                                      epochs=opts.epochs, limits=limits, cpus=opts.cpus_per_trial),
             {"cpu": opts.cpus_per_trial})
         path = out / EXPERIMENT
@@ -196,10 +198,12 @@ def run(base_profile: str, base_overrides: dict, opts: TuneOptions, log=print) -
         else:
             searcher = ConcurrencyLimiter(
                 DistinctOptunaSearch(metric=METRIC, mode="max", seed=opts.seed,
-                             points_to_evaluate=[dict(tune_space.RELEASE_PARAMS)]),
+                             points_to_evaluate=[first_point] if first_point else None),
                 max_concurrent=concurrent)
             scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=opts.grace_epochs,
                                       reduction_factor=2)
+            if first_point is None:
+                log("the release in --export-dir is not of the compact family searched here: no trial of its architecture")
             log(f"searching {opts.trials} trials, {concurrent} at a time; proxy schedule {opts.epochs} epochs "
                 f"(+ pruning) on {base_cfg.data.train_limit or 'all'} training images; ASHA stops laggards after "
                 f"{opts.grace_epochs} epoch(s); Optuna TPE proposes, never one architecture twice; the release's "
@@ -299,12 +303,18 @@ def _folder_id(path: str) -> tuple[int, str]:
     return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 10**9), parts[0]
 
 
+def _release_manifest(cfg: Config) -> dict | None:
+    try:
+        return json.loads((Path(cfg.export_dir) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _release_figures(cfg: Config) -> dict | None:
     """The shipped release's int8 file size and MACs, for the plot (None without a manifest)."""
     manifest = Path(cfg.export_dir) / "manifest.json"
-    try:
-        m = json.loads(manifest.read_text())
-    except (OSError, ValueError):
+    m = _release_manifest(cfg)
+    if m is None:
         return None
     entry = next((a for a in m.get("artifacts", []) if a.get("file") == "model_int8.tflite"), {})
     return {"file": str(manifest.parent / "model_int8.tflite"), "int8_bytes": entry.get("bytes"),

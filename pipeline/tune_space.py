@@ -29,10 +29,36 @@ SPACE = {
     **{f"width{k + 1}": choices for k, choices in enumerate(WIDTHS)},
     "sparsity": [0.0, 0.25, 0.5, 0.6, 0.7, 0.8],
 }
-# The release's architecture (`compact`, pruned to 50 %): the first trial of every search, so the proxy
-# schedule's figure for it sits in the same plot as the others.
+# `compact` pruned to 50 %, the default release, as search parameters.
 RELEASE_PARAMS = {"blocks": 3, "convs": 2, "kernel": 3, "pool": "max", "separable": False,
                   "width1": 16, "width2": 32, "width3": 44, "width4": 32, "sparsity": 0.5}
+
+
+def release_params(manifest: dict | None) -> dict | None:
+    """The shipped release's architecture as search parameters (the first trial of a search, so the proxy
+    schedule's figure for it sits in the same plot), from its manifest's config; None when the release is not
+    of the compact family or its sizes are not in the space (then the search starts where Optuna says)."""
+    if not manifest:
+        return dict(RELEASE_PARAMS)
+    train = (manifest.get("config") or {}).get("train") or {}
+    prune = (manifest.get("config") or {}).get("prune") or {}
+    if train.get("model") == "compact":
+        arch = dataclasses.asdict(ArchConfig())
+    elif train.get("model") == "custom" and train.get("arch"):
+        arch = train["arch"]
+    else:
+        return None
+    widths = list(arch["widths"])
+    params = {"blocks": len(widths), "convs": arch["convs"], "kernel": arch["kernel"], "pool": arch["pool"],
+              "separable": bool(arch["separable"]),
+              **{f"width{k + 1}": (widths[k] if k < len(widths) else WIDTHS[k][0]) for k in range(len(WIDTHS))},
+              "sparsity": float(prune.get("target_sparsity", 0.0)) if prune.get("enabled", True) else 0.0}
+    fits = all(params[k] in values for k, values in SPACE.items())
+    return params if fits else None
+
+
+def same_architecture(a: dict, b: dict | None) -> bool:
+    return b is not None and describe(a) == describe(b)
 
 
 PROXY_STEPS = 60

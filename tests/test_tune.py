@@ -160,3 +160,20 @@ def test_the_searcher_never_proposes_one_architecture_twice():
         s.on_trial_complete(f"t{k}", result={"val_accuracy": 0.5 + k / 10})
     assert len(set(seen)) == 3, seen
     assert s.skipped > 0
+
+
+def test_the_first_trial_is_the_shipped_releases_architecture():
+    """Read from the release's manifest: compact, a custom (tuned) one, or none for a model outside the family."""
+    import json
+    shipped = json.loads((ROOT / "exported" / "manifest.json").read_text())
+    assert tune_space.release_params(shipped) == tune_space.RELEASE_PARAMS        # the committed release: compact
+    tuned = {"config": {"train": {"model": "custom", "arch": {"widths": [24, 24, 24], "convs": 2, "kernel": 3,
+                                                              "pool": "max", "separable": True}},
+                        "prune": {"enabled": True, "target_sparsity": 0.25}}}
+    p = tune_space.release_params(tuned)
+    assert tune_space.describe(p) == "24-24-24 ×2 k3 max sep sparsity 25%"
+    assert tune_space.same_architecture({**p, "width4": 128}, p)                # an unused width is no new architecture
+    assert tune_space.release_params({"config": {"train": {"model": "tiny"}}}) is None
+    odd = json.loads(json.dumps(tuned))
+    odd["config"]["train"]["arch"]["widths"] = [20, 24, 24]                     # 20 is not in the space
+    assert tune_space.release_params(odd) is None
