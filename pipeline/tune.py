@@ -87,8 +87,18 @@ def _int8_accuracy(interp, x, y) -> float:
     return float((interp.get_tensor(out["index"]).argmax(1) == y).mean())
 
 
-def _progress(log):
-    """One line per trial event instead of Ray's tables."""
+STOPPED = "asha_stopped.json"   # OUT/…: trials ASHA stopped (Ray's state alone cannot tell them from interrupted ones)
+
+
+def _stopped(out: Path) -> set[str]:
+    try:
+        return set(json.loads((out / STOPPED).read_text()))
+    except (OSError, ValueError):
+        return set()
+
+
+def _progress(log, out: Path):
+    """One line per trial event instead of Ray's tables; trials ASHA stops are written to OUT/asha_stopped.json."""
     from ray.tune import Callback
 
     class Progress(Callback):
@@ -109,6 +119,7 @@ def _progress(log):
                     + f"{r.get('train_seconds')} s  ({tune_space.describe(trial.config)})")
             else:
                 log(f"trial {trial.trial_id} stopped by ASHA after epoch {r.get('training_iteration')}")
+                (out / STOPPED).write_text(json.dumps(sorted(_stopped(out) | {trial.trial_id})))
 
         def on_trial_error(self, iteration, trials, trial, **info):
             log(f"trial {trial.trial_id} failed ({tune_space.describe(trial.config)}); see {trial.local_path}")
@@ -213,7 +224,7 @@ def run(base_profile: str, base_overrides: dict, opts: TuneOptions, log=print) -
                 tune_config=ray_tune.TuneConfig(metric=METRIC, mode="max", num_samples=opts.trials,
                                                 search_alg=searcher, scheduler=scheduler),
                 run_config=ray_tune.RunConfig(name=EXPERIMENT, storage_path=str(out), verbose=0,
-                                              callbacks=[_progress(log)],
+                                              callbacks=[_progress(log, out)],
                                               failure_config=ray_tune.FailureConfig(max_failures=0)))
         results = tuner.fit()
         seconds = time.perf_counter() - started
@@ -242,10 +253,8 @@ def _trial_count(path: Path) -> int:
 
 def _write(out: Path, results, settings: dict, base_cfg: Config, seconds: float, ray_version: str, log) -> dict:
     trials = []
-    # Ray's own state of each trial (same order as the results): TERMINATED for an ASHA stop, RUNNING or
-    # PENDING for a trial the search was stopped in the middle of.
-    ray_states = [t.status for t in getattr(getattr(results, "_experiment_analysis", None), "trials", [])]
-    for k, r in enumerate(results):
+    stopped = _stopped(out)
+    for r in results:
         if not r.config:          # a trial Optuna had not proposed yet when the search was stopped
             continue
         m = dict(r.metrics or {})
@@ -253,8 +262,7 @@ def _write(out: Path, results, settings: dict, base_cfg: Config, seconds: float,
         if r.error is not None:
             status = "failed"
         elif status == "running":
-            ended = ray_states[k] == "TERMINATED" if k < len(ray_states) else True
-            status = "stopped early" if ended else "interrupted"
+            status = "stopped early" if m.get("trial_id") in stopped else "interrupted"
         elif status is None:
             status = "not started"
         trials.append({
