@@ -180,6 +180,8 @@ def cmd_tune(args) -> int:
     from . import tune
     from .tune_space import Limits
     overrides = _overrides(args)
+    if overrides.get("train.model"):
+        raise ConfigError("--model does not apply to `tune`: it searches the compact family (`--model custom`)")
     make_config(args.profile, **overrides)            # bad flags: one line now, not in every trial
     if args.trials < 1 or args.epochs_proxy < 1:
         raise ConfigError(f"--trials and --epochs must be at least 1 (got {args.trials}, {args.epochs_proxy})")
