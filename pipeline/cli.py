@@ -285,8 +285,10 @@ def main(argv=None) -> int:
     p.add_argument("--export-dir", dest="export_dir", default="exported",
                    help="the release to compare with: its model_int8.tflite's size in the plot, and every trial's "
                         "LiteRT latency ratio to it, measured up front (default: exported)")
-    p.add_argument("--address", help="an existing Ray cluster (ray://host:10001 or host:6379); default: Ray starts "
-                                     "locally with this machine's cores")
+    p.add_argument("--address", help="an existing Ray cluster (host:6379, or auto for the one `ray start` made here); "
+                                     "its nodes need this project's `pipeline` extra installed; a token-authenticated "
+                                     "cluster needs its token in ~/.ray/auth_token or $RAY_AUTH_TOKEN. Default: Ray "
+                                     "starts locally with this machine's cores")
     p.add_argument("--max-concurrent", type=int, metavar="N", help="trials at once (default: the cluster's CPUs / --cpus-per-trial)")
     p.add_argument("--cpus-per-trial", type=int, default=1, metavar="N", help="CPUs (and TensorFlow threads) per trial (default 1)")
     p.add_argument("--grace-epochs", type=int, metavar="N",

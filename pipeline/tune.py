@@ -139,7 +139,10 @@ def _init_ray(address: str | None, log):
         import edge_runtime
         import pipeline
         env["py_modules"] = [str(Path(pipeline.__file__).parent), str(Path(edge_runtime.__file__).parent)]
-        ray.init(address=address, runtime_env=env, logging_level="ERROR", log_to_driver=False)
+        try:
+            ray.init(address=address, runtime_env=env, logging_level="ERROR", log_to_driver=False)
+        except ConnectionError as e:
+            raise ConfigError(f"--address {address}: cannot connect to a Ray cluster there ({e})") from None
     else:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=env, logging_level="ERROR",
                  log_to_driver=False)
@@ -164,6 +167,11 @@ class TuneOptions:
 
 def run(base_profile: str, base_overrides: dict, opts: TuneOptions, log=print) -> dict:
     """Run (or resume) the search; write OUT/tune.json and OUT/pareto.png; return tune.json's content."""
+    if opts.address and "RAY_AUTH_MODE" not in os.environ and (
+            os.environ.get("RAY_AUTH_TOKEN") or (Path.home() / ".ray" / "auth_token").is_file()):
+        # Ray 2.60 clusters use token authentication once a token exists. `address="auto"` finds that out, an
+        # explicit address does not (refused as unauthenticated), so do what `auto` does; before Ray is imported.
+        os.environ["RAY_AUTH_MODE"] = "token"
     import ray
     from ray import tune as ray_tune
     from ray.tune.schedulers import ASHAScheduler
