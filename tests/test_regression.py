@@ -44,6 +44,39 @@ def _path(name: str):
     return path
 
 
+# --- the baseline itself --------------------------------------------------------------------------
+
+def test_committed_baseline_has_every_artifact_ratio_for_the_same_cpu_kinds(baseline):
+    kinds = {k for a in baseline["artifacts"].values() for k in a["latency_ratio_vs_float_tflite"]}
+    assert kinds and all(set(a["latency_ratio_vs_float_tflite"]) == kinds for a in baseline["artifacts"].values())
+    assert kinds <= set(baseline["measured"]) and set(baseline[bench.PHOTO_RATIO]) <= set(baseline["measured"])
+
+
+def test_rewriting_the_baseline_on_one_cpu_kind_keeps_the_others(baseline):
+    """`make bench-baseline` on a VNNI machine must not hand an AVX2 machine VNNI's int8 ratio (0.53, where
+    AVX2 measures ~1.5): figures are replaced for the measuring kind only, and a kind with no figure of
+    its own is gated by the loosest committed one."""
+    models = {n: {"bytes": 1000, "ratio_vs_float_tflite": 0.5, "x_compute_floor": 1.0} for n in bench.ARTIFACTS}
+    results = {"created": "t", "git_commit": "c", "machine": {"cpu_kind": "kind_b"}, "manifest": {},
+               "models": models, "ratios": {"int8_over_float_tflite": 0.5, "keras_predict_over_edge": {}},
+               "compute_floor": {"gflops": 1.0}, "photo_path": {bench.PHOTO_RATIO: 30.0}}
+    previous = {"artifacts": {n: {"max_bytes": 2000, "latency_ratio_vs_float_tflite": {"kind_a": 1.5}}
+                              for n in bench.ARTIFACTS},
+                "measured": {"kind_a": {"created": "old"}}, bench.PHOTO_RATIO: {"kind_a": 40.0},
+                "info": {"kind_a": {"int8_over_float_tflite": 1.5}}}
+    new = bench.make_baseline(results, previous)
+    name = "model_int8.tflite"
+    assert new["artifacts"][name]["latency_ratio_vs_float_tflite"] == {"kind_a": 1.5, "kind_b": 0.5}
+    assert set(new["measured"]) == set(new["info"]) == {"kind_a", "kind_b"}
+    assert bench.latency_ratio_budget(new, name, "kind_a") == (1.5, "kind_a")
+    assert bench.latency_ratio_budget(new, name, "kind_b") == (0.5, "kind_b")
+    assert bench.latency_ratio_budget(new, name, "kind_c") == (1.5, "kind_a (none committed for kind_c)")
+    assert bench.photo_ratio_budget(new, "kind_c") == (40.0, "kind_a (none committed for kind_c)")
+    results["models"][name]["bytes"] = 3000                  # over its budget: refused, not raised
+    with pytest.raises(SystemExit, match="baseline not written"):
+        bench.make_baseline(results, previous)
+
+
 # --- size -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", bench.ARTIFACTS)
@@ -83,20 +116,20 @@ def _ms(times: np.ndarray) -> str:
     return f"{np.median(times) * 1e3:.3f} ms"
 
 
-def _ratio_budget(name: str, baseline: dict) -> tuple[float, float, float]:
-    committed = baseline["artifacts"][name]["latency_ratio_vs_float_tflite"]
+def _ratio_budget(name: str, baseline: dict) -> tuple[float, float, float, str]:
+    committed, kind = bench.latency_ratio_budget(baseline, name)
     tolerance = baseline.get("latency_tolerance", bench.TOLERANCE)
-    return committed * tolerance, committed, tolerance
+    return committed * tolerance, committed, tolerance, kind
 
 
 @pytest.mark.parametrize("name", OTHERS)
 def test_latency_ratio_vs_float_tflite_within_baseline(name, latency, baseline):
     ratio = bench.ratio(latency, name)
-    budget, committed, tolerance = _ratio_budget(name, baseline)
+    budget, committed, tolerance, kind = _ratio_budget(name, baseline)
     _gate(ratio <= budget, (
         f"{name} batch-1 latency ÷ {bench.REFERENCE} {ratio:.2f} > budget {budget:.2f} "
-        f"(baseline {committed} × {tolerance}, {BASELINE_NAME}); medians {_ms(latency[name])} vs "
-        f"{_ms(latency[bench.REFERENCE])}"))
+        f"(baseline {committed} for CPU kind {kind} × {tolerance}, {BASELINE_NAME}); medians "
+        f"{_ms(latency[name])} vs {_ms(latency[bench.REFERENCE])}"))
 
 
 @pytest.mark.parametrize("name", bench.ARTIFACTS)
@@ -110,9 +143,9 @@ def test_latency_edge_runtime_100x_below_keras_predict(name, latency, baseline):
 
 def test_latency_figures_reported(latency, baseline, capsys):
     """Prints the measured ratios. int8 ÷ float is information, not a gate: int8 is not faster on every CPU."""
-    lines = [f"{name} ÷ {bench.REFERENCE} {bench.ratio(latency, name):.2f} (budget {_ratio_budget(name, baseline)[0]:.2f})"
-             for name in OTHERS]
-    info = baseline.get("info", {})
+    lines = [f"{name} ÷ {bench.REFERENCE} {bench.ratio(latency, name):.2f} (budget {_ratio_budget(name, baseline)[0]:.2f} "
+             f"for CPU kind {_ratio_budget(name, baseline)[3]})" for name in OTHERS]
+    info = baseline.get("info", {}).get(bench.cpu_kind(), {})
     for fmt in ("tflite", "onnx"):
         lines.append(f"{fmt} int8 ÷ float {bench.ratio(latency, f'model_int8.{fmt}', f'model_float.{fmt}'):.2f} "
                      f"(baseline {info.get(f'int8_over_float_{fmt}', '?')})")
