@@ -177,9 +177,13 @@ def run(cfg: Config) -> dict:
         if failures:
             raise GateError("parity gate failed, exported/ left untouched: " + "; ".join(failures))
         progress("promote", f"{staging.name} → {target}")
+        had_compat = (target / "compat.md").is_file()
         promote(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if had_compat:
+        progress("compat", f"the previous compat.md and compat.json measured the previous artifacts and are not in "
+                           f"the new {target}: run `make compat` (python -m pipeline compat --exported {target})")
     progress("done", f"wall time {time.perf_counter() - t_start:.0f} s")
     return manifest
 

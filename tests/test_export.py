@@ -76,9 +76,13 @@ def test_changing_only_quantization_does_not_retrain(quick, capfd):
     cfg, _, out = quick
     again = make_config("quick", build_dir=cfg.build_dir, export_dir=str(out.parent / "exported2"),
                         **{"gate.max_drop_pp": 100.0, "gate.min_agreement": 0.0, "quant.calibration_size": 50})
+    old = out.parent / "exported2"                      # a release measured by `make compat` before
+    old.mkdir()
+    (old / "compat.md").write_text("# Compatibility\n")
     export.run(again)
     err = capfd.readouterr().err
     assert "[train] reusing" in err and "[prune] reusing" in err
+    assert not (old / "compat.md").exists() and "compat: the previous compat.md" in err and "make compat" in err
 
 
 def _photo_folder(root: Path) -> Path:
