@@ -339,7 +339,8 @@ def _release_figures(cfg: Config) -> dict | None:
 
 def plot_title(result: dict) -> str:
     st = result["settings"]
-    return (f"{len(result['trials'])} trials on Ray {result['ray_version']}, {st['epochs']} epochs (+ pruning) on "
+    epochs = f"{st['epochs']} epoch{'' if st['epochs'] == 1 else 's'}"
+    return (f"{len(result['trials'])} trials on Ray {result['ray_version']}, {epochs} (+ pruning) on "
             f"{st['base']['overrides'].get('data.train_limit') or 'all'} training images, validation split; "
             f"{result['counts'].get('rejected', 0)} rejected before training (not shown)")
 
@@ -348,8 +349,9 @@ def markdown(result: dict) -> str:
     """tune.md: the settings and every trial, Pareto trials first."""
     st = result["settings"]
     lim = ", ".join(f"{k} {v}" for k, v in st["limits"].items() if v is not None and k != "release_tflite") or "none"
+    epochs = f"{st['epochs']} epoch{'' if st['epochs'] == 1 else 's'}"
     lines = [f"# Search: {len(result['trials'])} trials on Ray {result['ray_version']} ({result['search']})", "",
-             f"Proxy schedule: {st['epochs']} epochs (+ pruning) on {st['base']['overrides'].get('data.train_limit') or 'all'} "
+             f"Proxy schedule: {epochs} (+ pruning) on {st['base']['overrides'].get('data.train_limit') or 'all'} "
              f"training images; objective: {result['objective']}; limits: {lim}; "
              f"{', '.join(f'{n} {s}' for s, n in result['counts'].items())}.", "",
              "| trial | Pareto | architecture | status | val acc | int8 val acc | int8 bytes | MACs | params | latency ÷ release |",
