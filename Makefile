@@ -21,8 +21,8 @@ help:
 	@echo "make tune ARGS=...   architecture search on Ray Tune (python -m pipeline tune --help) -> OUT/tune.json, pareto.png"
 	@echo "make test            the test suite (quick exports on a subset; < 15 min)"
 	@echo "make compat          the release in MediaPipe, OpenCV 4.x/5.x, tflite-runtime, LiteRT, onnxruntime -> README table"
-	@echo "make bench           size / latency / accuracy benchmark -> benchmarks/results.{json,md}"
-	@echo "make bench-baseline  accept the current benchmark figures as the committed baseline"
+	@echo "make bench           size / latency / memory benchmark -> benchmarks/results.{json,md}"
+	@echo "make bench-baseline  accept exported/ and edge_runtime as the pinned references the gates compare against"
 	@echo "make pi-check        the runtime on an emulated arm64 Debian (Raspberry Pi OS base)"
 	@echo "make clean           remove build/ caches (keeps .venv and exported/)"
 
@@ -74,13 +74,14 @@ test-fast: venv data
 compat: venv data
 	$(BIN)/python -m pipeline compat --exported exported --readme README.md $(ARGS)
 
-# Benchmarks and regression gates (benchmarks/bench.py). Figures are measured on one thread; the gates in
-# tests/test_regression.py compare ratios against the committed benchmarks/baseline.json.
+# Benchmarks and regression gates (benchmarks/). Figures are measured on one thread; the gates in
+# tests/test_regression.py compare each against its pinned reference (benchmarks/reference/) in the same run.
 bench: venv data
 	$(BIN)/python -m benchmarks.bench $(ARGS)
 
-# Accept the current figures on purpose: re-measures, rewrites the latency ratios in benchmarks/baseline.json
-# (size budgets are kept; raise one by hand), then review `git diff benchmarks/baseline.json` and commit.
+# Accept the release on purpose: re-measures, re-pins benchmarks/reference/ (artifacts, manifest, edge_runtime.zip)
+# and rewrites benchmarks/baseline.json (budgets kept; raise one by hand), prints what changed; then review
+# `git diff benchmarks/` and commit.
 bench-baseline: venv data
 	$(BIN)/python -m benchmarks.bench --write-baseline $(ARGS)
 

@@ -1,40 +1,45 @@
-"""Regression gates on the release in exported/ against the committed benchmarks/baseline.json.
+"""Regression gates on the release in exported/ and on the edge runtime, against benchmarks/baseline.json and the
+pinned references in benchmarks/reference/.
 
-Real files, real interpreters. Sizes are judged against budgets and the manifest; latency only as
-ratios measured together in this process (the machine is shared, absolute times are noise); accuracy
-by re-running the int8 artifacts on the test set and comparing the exact count of correct answers.
-Set FASHION_EDGE_EXPORTED to gate another release folder (a candidate, or a deliberately broken copy).
+Real files, real interpreters, real device venvs. Sizes and memory are judged against byte budgets; every time
+only as a ratio to its pinned reference, measured in the same fresh process in interleaved rounds, so a gate
+reads ~1.00 on any CPU until the release or the runtime changes; MACs and accuracy exactly. Set
+FASHION_EDGE_EXPORTED to gate another release folder (a candidate, or a deliberately broken copy).
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from benchmarks import bench
+from benchmarks import baseline as baseline_mod
+from benchmarks import child, common, memory, reference, sizes
+from benchmarks.common import MiB
 
-RELEASE = bench.exported_dir()
+RELEASE = common.exported_dir()
 BASELINE_NAME = "benchmarks/baseline.json"
-OTHERS = [n for n in bench.ARTIFACTS if n != bench.REFERENCE]
 INT8 = ["model_int8.tflite", "model_int8.onnx"]
-# Batch-1 calls per edge artifact (~0.2 ms each) and Keras predict calls (~50 ms each), in 20
-# round-robin rounds: stable medians in about ten seconds.
-EDGE_CALLS, KERAS_CALLS, ROUNDS = 4000, 60, 20
+# Bare calls per artifact (~0.1 ms each) in 20 interleaved rounds; the photo path 3 passes over the photos.
+CALLS, ROUNDS, PHOTO_ROUNDS = 3000, 20, 3
 
 
 @pytest.fixture(scope="module")
 def manifest() -> dict:
-    return bench.load_manifest(RELEASE)
+    return common.load_manifest(RELEASE)
 
 
 @pytest.fixture(scope="module")
 def baseline() -> dict:
-    return bench.load_baseline()
+    return baseline_mod.load()
 
 
 def _gate(ok: bool, message: str) -> None:
     """Fail with just the message (figure, measured value, budget, where the budget comes from)."""
     if not ok:
         pytest.fail(message, pytrace=False)
+
+
+def _report(capsys, line: str) -> None:
+    with capsys.disabled():
+        print(f"\n  [regression] {line}")
 
 
 def _path(name: str):
@@ -44,116 +49,118 @@ def _path(name: str):
     return path
 
 
-# --- the baseline itself --------------------------------------------------------------------------
-
-def test_committed_baseline_has_every_artifact_ratio_for_the_same_cpu_kinds(baseline):
-    kinds = {k for a in baseline["artifacts"].values() for k in a["latency_ratio_vs_float_tflite"]}
-    assert kinds and all(set(a["latency_ratio_vs_float_tflite"]) == kinds for a in baseline["artifacts"].values())
-    assert kinds <= set(baseline["measured"]) and set(baseline[bench.PHOTO_RATIO]) <= set(baseline["measured"])
+def test_pinned_references_are_the_ones_the_baseline_accepted(baseline):
+    problems = reference.check_pinned(baseline["pinned"])
+    _gate(not problems, "; ".join(problems) + ": run `make bench-baseline` to accept a release on purpose")
+    assert set(baseline["pinned"]) == {*common.ARTIFACTS, reference.MANIFEST, reference.RUNTIME_ZIP}
 
 
-def test_rewriting_the_baseline_on_one_cpu_kind_keeps_the_others(baseline):
-    """`make bench-baseline` on a VNNI machine must not hand an AVX2 machine VNNI's int8 ratio (0.53, where
-    AVX2 measures ~1.5): figures are replaced for the measuring kind only, and a kind with no figure of
-    its own is gated by the loosest committed one."""
-    models = {n: {"bytes": 1000, "ratio_vs_float_tflite": 0.5, "x_compute_floor": 1.0} for n in bench.ARTIFACTS}
-    results = {"created": "t", "git_commit": "c", "machine": {"cpu_kind": "kind_b"}, "manifest": {},
-               "models": models, "ratios": {"int8_over_float_tflite": 0.5, "keras_predict_over_edge": {}},
-               "compute_floor": {"gflops": 1.0}, "photo_path": {bench.PHOTO_RATIO: 30.0}}
-    previous = {"artifacts": {n: {"max_bytes": 2000, "latency_ratio_vs_float_tflite": {"kind_a": 1.5}}
-                              for n in bench.ARTIFACTS},
-                "measured": {"kind_a": {"created": "old"}}, bench.PHOTO_RATIO: {"kind_a": 40.0},
-                "info": {"kind_a": {"int8_over_float_tflite": 1.5}}}
-    new = bench.make_baseline(results, previous)
-    name = "model_int8.tflite"
-    assert new["artifacts"][name]["latency_ratio_vs_float_tflite"] == {"kind_a": 1.5, "kind_b": 0.5}
-    assert set(new["measured"]) == set(new["info"]) == {"kind_a", "kind_b"}
-    assert bench.latency_ratio_budget(new, name, "kind_a") == (1.5, "kind_a")
-    assert bench.latency_ratio_budget(new, name, "kind_b") == (0.5, "kind_b")
-    assert bench.latency_ratio_budget(new, name, "kind_c") == (1.5, "kind_a (none committed for kind_c)")
-    assert bench.photo_ratio_budget(new, "kind_c") == (40.0, "kind_a (none committed for kind_c)")
-    results["models"][name]["bytes"] = 3000                  # over its budget: refused, not raised
-    with pytest.raises(SystemExit, match="baseline not written"):
-        bench.make_baseline(results, previous)
+# --- size and compute (the same on every machine) ---------------------------------------------------
 
-
-# --- size -----------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("name", bench.ARTIFACTS)
+@pytest.mark.parametrize("name", common.ARTIFACTS)
 def test_size_within_baseline_budget(name, baseline):
     size = _path(name).stat().st_size
     budget = baseline["artifacts"][name]["max_bytes"]
-    _gate(size <= budget, f"{name} size {size} B > budget {budget} B ({BASELINE_NAME})")
+    _gate(size <= budget, f"{name} size {size:,} B > budget {budget:,} B ({BASELINE_NAME})")
 
 
-@pytest.mark.parametrize("name", bench.ARTIFACTS)
+@pytest.mark.parametrize("name", common.ARTIFACTS)
 def test_size_within_manifest_bytes(name, manifest, baseline):
     size = _path(name).stat().st_size
     entry = {a["file"]: a for a in manifest["artifacts"]}.get(name)
     _gate(entry is not None, f"{name} is not listed in {RELEASE / 'manifest.json'}")
-    tolerance = baseline.get("manifest_size_tolerance", 1.05)
+    tolerance = baseline_mod.tolerance(baseline, "manifest_size")
     limit = int(entry["bytes"] * tolerance)
-    _gate(size <= limit, f"{name} size {size} B > {tolerance:.0%} of the manifest's {entry['bytes']} B = {limit} B "
+    _gate(size <= limit, f"{name} size {size:,} B > {tolerance:.0%} of the manifest's {entry['bytes']:,} B = {limit:,} B "
                          f"({RELEASE / 'manifest.json'})")
 
 
-# --- latency (ratios measured in this process) ----------------------------------------------------
+@pytest.mark.parametrize("name", common.ARTIFACTS)
+def test_macs_within_pinned_reference(name, baseline):
+    """MACs per image counted from the graph: on CPUs where a kernel's time does not follow its MACs (int8 XNNPACK
+    on this AMX Xeon ran a 1.56× wider model 1.04× slower), this still sees the wider model."""
+    today, pinned = sizes.graph_macs(_path(name)), sizes.graph_macs(reference.path(name))
+    tolerance = baseline_mod.tolerance(baseline, "artifact_macs")
+    _gate(today <= pinned * tolerance, f"{name} MACs per image {today:,} > {tolerance} × the pinned reference's "
+                                       f"{pinned:,} (benchmarks/reference/{name})")
+
+
+# --- time: ratios to the pinned references, measured together ---------------------------------------
 
 @pytest.fixture(scope="module")
-def latency(manifest) -> dict[str, np.ndarray]:
-    """Batch-1 seconds per call (rounds × calls) of each artifact and of Keras predict, measured round-robin."""
-    bench.pin_tensorflow_threads()
-    model, _ = bench.load_keras(manifest, RELEASE)
-    norm = manifest["input"]["normalization"]
-    one = bench.sample_images(1)
-    runners = {n: bench.edge_runner(_path(n), one) for n in bench.ARTIFACTS}
-    runners[bench.KERAS] = bench.keras_runner(model, norm["mean"], norm["std"], one)
-    calls = {**{n: EDGE_CALLS for n in bench.ARTIFACTS}, bench.KERAS: KERAS_CALLS}
-    return bench.interleaved(runners, calls, rounds=ROUNDS)
+def against():
+    """Every timed comparison in one fresh process (no TensorFlow, one thread): artifacts, overhead, photo path."""
+    return child.in_fresh_process("against_references", release=str(RELEASE), names=list(common.ARTIFACTS),
+                                  pinned=str(reference.REFERENCE_DIR), calls=CALLS, rounds=ROUNDS,
+                                  photo_rounds=PHOTO_ROUNDS)
 
 
-def _ms(times: np.ndarray) -> str:
-    return f"{np.median(times) * 1e3:.3f} ms"
+@pytest.mark.parametrize("name", common.ARTIFACTS)
+def test_latency_within_pinned_reference(name, against, baseline, capsys):
+    r = against["artifacts"][name]
+    tolerance = baseline_mod.tolerance(baseline, "artifact_latency")
+    message = (f"{name} bare batch-1 call ÷ its pinned reference {r['ratio']:.3f} (budget {tolerance}); medians "
+               f"{r['release']['median_ms'] * 1e3:.1f} µs vs {r['pinned']['median_ms'] * 1e3:.1f} µs")
+    _report(capsys, message)
+    _gate(r["ratio"] <= tolerance, message)
 
 
-def _ratio_budget(name: str, baseline: dict) -> tuple[float, float, float, str]:
-    committed, kind = bench.latency_ratio_budget(baseline, name)
-    tolerance = baseline.get("latency_tolerance", bench.TOLERANCE)
-    return committed * tolerance, committed, tolerance, kind
+@pytest.mark.parametrize("name", ["model_int8.tflite", "model_int8.onnx"])
+def test_runtime_overhead_within_pinned_runtime(name, against, baseline, capsys):
+    """What Classifier.scores adds to the bare interpreter call (normalize, quantize, dequantize, calibrate), today's
+    edge_runtime ÷ the pinned one's, both on the pinned model."""
+    r = against["overhead"][name]
+    tolerance = baseline_mod.tolerance(baseline, "runtime_overhead")
+    message = (f"Classifier overhead on {name} ÷ the pinned runtime's {r['ratio']:.3f} (budget {tolerance}): "
+               f"{r['today_overhead_us']:.1f} µs vs {r['pinned_overhead_us']:.1f} µs over a {r['bare']['median_ms'] * 1e3:.1f} "
+               f"µs bare call; Classifier call ÷ bare call {r['today_over_bare']:.2f} (pinned {r['pinned_over_bare']:.2f})")
+    _report(capsys, message)
+    _gate(r["ratio"] <= tolerance, message)
 
 
-@pytest.mark.parametrize("name", OTHERS)
-def test_latency_ratio_vs_float_tflite_within_baseline(name, latency, baseline):
-    ratio = bench.ratio(latency, name)
-    budget, committed, tolerance, kind = _ratio_budget(name, baseline)
-    _gate(ratio <= budget, (
-        f"{name} batch-1 latency ÷ {bench.REFERENCE} {ratio:.2f} > budget {budget:.2f} "
-        f"(baseline {committed} for CPU kind {kind} × {tolerance}, {BASELINE_NAME}); medians "
-        f"{_ms(latency[name])} vs {_ms(latency[bench.REFERENCE])}"))
+def test_photo_path_within_pinned_runtime(against, baseline, capsys):
+    """One real photo, decode to answer, today's runtime ÷ the pinned runtime's. Skipped without the real photos."""
+    r = against["photo"]
+    if r is None:
+        pytest.skip("no real-photos-dev folder here ($FASHION_EDGE_PHOTOS)")
+    tolerance = baseline_mod.tolerance(baseline, "photo_path")
+    message = (f"photo path ÷ the pinned runtime's {r['ratio']:.3f} (budget {tolerance}): {r['today']['median_ms']:.3f} ms "
+               f"vs {r['pinned']['median_ms']:.3f} ms per photo ({r['photos']} photos × {r['rounds']})")
+    _report(capsys, message)
+    _gate(r["ratio"] <= tolerance, message)
 
 
-@pytest.mark.parametrize("name", bench.ARTIFACTS)
-def test_latency_edge_runtime_100x_below_keras_predict(name, latency, baseline):
-    factor = baseline.get("min_keras_over_edge", bench.MIN_KERAS_OVER_EDGE)
-    speedup = bench.ratio(latency, bench.KERAS, name)
-    _gate(speedup >= factor, (
-        f"{name} batch-1 latency {_ms(latency[name])} is only {speedup:.0f}× below Keras predict's "
-        f"{_ms(latency[bench.KERAS])}; budget: at least {factor}× ({BASELINE_NAME})"))
+# --- memory on a device install ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def device():
+    """Peak RSS and model memory in the tflite-only and onnx-only venvs (build/device-venvs, made once)."""
+    return memory.device_memory(RELEASE, log=lambda m: print(f"\n  [regression] {m}"))
 
 
-def test_latency_figures_reported(latency, baseline, capsys):
-    """Prints the measured ratios. int8 ÷ float is information, not a gate: int8 is not faster on every CPU."""
-    lines = [f"{name} ÷ {bench.REFERENCE} {bench.ratio(latency, name):.2f} (budget {_ratio_budget(name, baseline)[0]:.2f} "
-             f"for CPU kind {_ratio_budget(name, baseline)[3]})" for name in OTHERS]
-    info = baseline.get("info", {}).get(bench.cpu_kind(), {})
-    for fmt in ("tflite", "onnx"):
-        lines.append(f"{fmt} int8 ÷ float {bench.ratio(latency, f'model_int8.{fmt}', f'model_float.{fmt}'):.2f} "
-                     f"(baseline {info.get(f'int8_over_float_{fmt}', '?')})")
-    slowest = min(bench.ratio(latency, bench.KERAS, n) for n in bench.ARTIFACTS)
-    lines.append(f"Keras predict ÷ slowest edge artifact {slowest:,.0f}× (budget ≥ "
-                 f"{baseline.get('min_keras_over_edge', bench.MIN_KERAS_OVER_EDGE)}×)")
-    with capsys.disabled():
-        print("\n" + "\n".join(f"  [regression] {line}" for line in lines))
+@pytest.mark.parametrize("backend", list(memory.BACKENDS))
+def test_device_peak_rss_within_budget(backend, device, baseline, capsys):
+    m = device[backend]
+    tolerance = baseline_mod.tolerance(baseline, "peak_rss")
+    budget = baseline["memory"][backend]["max_peak_rss_bytes"]
+    peak = m["installed"]["peak_rss_bytes"]
+    message = (f"edge-classify --model {m['model']} on one photo, {backend}-only venv: peak RSS {peak / MiB:.1f} MiB "
+               f"(budget {budget / MiB:.0f} MiB); today's runtime ÷ the pinned one's {m['peak_ratio']:.3f} "
+               f"(budget {tolerance}): {m['today']['peak_rss_bytes'] / MiB:.1f} vs {m['pinned']['peak_rss_bytes'] / MiB:.1f} MiB")
+    _report(capsys, message)
+    _gate(not m["installed"]["imports_tensorflow"], f"edge-classify imported TensorFlow in the {backend}-only venv")
+    _gate(m["peak_ratio"] <= tolerance and peak <= budget, message)
+
+
+@pytest.mark.parametrize("backend", list(memory.BACKENDS))
+def test_device_model_memory_within_pinned_reference(backend, device, baseline, capsys):
+    m = device[backend]
+    tolerance = baseline_mod.tolerance(baseline, "model_memory")
+    message = (f"{m['model']} model memory (RSS gained by loading it and its first inference), {backend}-only venv: "
+               f"{m['today']['model_rss_bytes'] / MiB:.2f} MiB ÷ the pinned {m['pinned']['model_rss_bytes'] / MiB:.2f} MiB "
+               f"= {m['model_ratio']:.3f} (budget {tolerance})")
+    _report(capsys, message)
+    _gate(m["model_ratio"] <= tolerance, message)
 
 
 # --- accuracy -------------------------------------------------------------------------------------
@@ -179,8 +186,6 @@ def test_int8_accuracy_reproduces_manifest_count(name, manifest, test_set):
         f"(accuracy {correct / len(y):.4f} vs {entry['accuracy']}, {RELEASE / 'manifest.json'})"))
 
 
-# --- real photos ------------------------------------------------------------------------------------
-
 def test_real_photos_reproduce_manifest_and_reach_the_baseline(manifest, baseline):
     """The shipped int8 model on the real phone photos: the manifest's exact count, and ≥ the committed
     floor (benchmarks/baseline.json: real_photos_min_top1). Skipped where the photos are not present."""
@@ -195,24 +200,3 @@ def test_real_photos_reproduce_manifest_and_reach_the_baseline(manifest, baselin
         f"{recorded['correct']}/{recorded['photos']} ({RELEASE / 'manifest.json'})"))
     floor = baseline.get("real_photos_min_top1", 0.5)
     _gate(r["accuracy"] >= floor, f"real-photo top-1 {r['accuracy']:.2%} < {floor:.0%} ({BASELINE_NAME})")
-
-
-# --- the photo path (decode + conversion + model) ---------------------------------------------------
-
-def test_photo_path_ratio_within_baseline(baseline, capsys):
-    """One real photo through the whole path ÷ one batch-1 model call, both measured here, one thread:
-    the committed ratio × the latency tolerance. Skipped where the real photos are not present."""
-    photos = bench.dev_photos()
-    if not photos:
-        pytest.skip("no real-photos-dev folder here ($FASHION_EDGE_PHOTOS)")
-    r = bench.photo_path_fresh(_path(bench.PHOTO_MODEL), rounds=3, camera_frames=0)["photo_path"]
-    committed, kind = bench.photo_ratio_budget(baseline)
-    tolerance = baseline.get("latency_tolerance", bench.TOLERANCE)
-    ratio = r[bench.PHOTO_RATIO]
-    stages = ", ".join(f"{s} {v['median_ms']:.3f} ms" for s, v in r["stages"].items())
-    message = (f"photo path ÷ batch-1 model call {ratio:.1f} (budget {committed * tolerance:.1f} = baseline {committed} "
-               f"for CPU kind {kind} × {tolerance}, {BASELINE_NAME}); per photo {r['total']['median_ms']:.3f} ms "
-               f"({stages}), model call {r['model_call_b1']['median_ms']:.4f} ms")
-    with capsys.disabled():
-        print(f"\n  [regression] {message}")
-    _gate(ratio <= committed * tolerance, message)
