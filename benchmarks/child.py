@@ -14,7 +14,7 @@ def _against_references(release: str, names: list[str], pinned: str, calls: int,
     from . import latency, photo
     photo.one_thread_opencv()
     out = {"artifacts": latency.artifacts_vs_reference(Path(release), names, calls, rounds, Path(pinned)),
-           "overhead": latency.overhead_vs_reference(calls, rounds, Path(pinned)), "photo": None}
+           "overhead": latency.overhead_vs_reference(2 * calls, rounds, Path(pinned)), "photo": None}
     photos = photo.dev_photos()
     if photos and photo_rounds:
         out["photo"] = photo.photo_path_vs_reference(photos, photo_rounds, Path(pinned))
