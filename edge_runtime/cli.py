@@ -15,8 +15,9 @@ from typing import Sequence, TextIO
 import numpy as np
 
 from .classifier import Classifier, Prediction, format_predictions, json_answer
+from .decode import IMAGE_EXTENSIONS, load_image
 from .errors import EdgeError
-from .preprocess import IMAGE_EXTENSIONS, is_dataset_style, load_image, to_model_input
+from .preprocess import is_dataset_style, to_model_input
 
 DEFAULT_MODEL = Path("exported") / "model_int8.tflite"
 CHUNK = 64  # images preprocessed, then classified as one batch
