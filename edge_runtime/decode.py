@@ -111,7 +111,8 @@ def _decode(fp: IO[bytes], name) -> Image.Image:
         declared = f"declares {int(found[1]) / 1e6:.0f} Mpx" if found else "is too large"
         raise EdgeError(f"{name}: refused, image {declared}, {_over_limit()}") from e
     except (*DECODE_ERRORS, RuntimeError) as e:    # RuntimeError: pillow-heif's decoder on a damaged file
-        raise EdgeError(f"{name}: cannot decode image, the file is truncated or corrupt ({e})") from e
+        reason = " ".join(str(e).split())      # one line: libheif's messages end with a newline
+        raise EdgeError(f"{name}: cannot decode image, the file is truncated or corrupt ({reason})") from e
 
 
 def _open_reduced(fp: IO[bytes], name) -> Image.Image:
