@@ -31,11 +31,8 @@ MAX_PIXELS = 64_000_000
 # JPEGs (and HEIFs with an embedded thumbnail) are decoded at the smallest size that keeps at least this many
 # pixels on each side: preprocess.WORK_SIZE, the size the conversion works at (a test pins the two together).
 DRAFT_SIZE = 96
-HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".hif"})
-IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".avif", ".tif", ".tiff", ".pgm", ".ppm", ".pnm", ".pbm"}
-) | HEIF_EXTENSIONS
-HEIC_INSTALL = "pip install '.[heic]' in the fashion-edge folder (it installs pillow-heif)"
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".avif", ".tif", ".tiff", ".pgm",
+                              ".ppm", ".pnm", ".pbm", ".heic", ".heif", ".hif"})
 
 # What Pillow raises on files it cannot decode: it has no single base class for this.
 DECODE_ERRORS = (
@@ -236,13 +233,13 @@ def _heif_image_file(name):
     if _heif_class is None:
         try:
             import pillow_heif
-        except ModuleNotFoundError as e:
-            if e.name != "pillow_heif":
-                raise EdgeError(f"{name}: HEIC/HEIF photo, but pillow-heif cannot be imported ({e})") from e
-            raise EdgeError(f"{name}: HEIC/HEIF photo (an iPhone's default format); reading it needs the heic extra: "
-                            f"{HEIC_INSTALL}") from e
         except ImportError as e:
-            raise EdgeError(f"{name}: HEIC/HEIF photo, but pillow-heif cannot be imported ({e})") from e
+            if isinstance(e, ModuleNotFoundError) and e.name == "pillow_heif":
+                message = ("HEIC/HEIF photo (an iPhone's default format); reading it needs the heic extra: "
+                           "pip install '.[heic]' in the fashion-edge folder (it installs pillow-heif)")
+            else:
+                message = f"HEIC/HEIF photo, but pillow-heif is installed and cannot be imported ({e})"
+            raise EdgeError(f"{name}: {message}") from e
         pillow_heif.register_heif_opener()
         _heif_class = pillow_heif.HeifImageFile
     return _heif_class

@@ -170,3 +170,21 @@ def test_avif_is_not_taken_for_heic(tmp_path):
     garment_photo((160, 120)).save(tmp_path / "photo.avif")
     assert not decode._is_heif((tmp_path / "photo.avif").read_bytes()[:64])
     assert load_image(tmp_path / "photo.avif").size == (160, 120)
+
+
+def test_a_broken_pillow_heif_says_so_rather_than_asking_for_the_extra(heic_files, monkeypatch):
+    class BrokenLibrary:                  # what a pillow-heif whose shared library fails to load raises
+        @staticmethod
+        def find_spec(name, path=None, target=None):
+            if name == "pillow_heif":
+                raise ImportError("libheif.so.1: cannot open shared object file")
+            return None
+
+    monkeypatch.setattr(decode, "_heif_class", None)
+    monkeypatch.delitem(sys.modules, "pillow_heif", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [BrokenLibrary, *sys.meta_path])
+    path = heic_files / "plain.heic"
+    with pytest.raises(EdgeError) as refused:
+        load_image(path)
+    assert str(refused.value) == (f"{path}: HEIC/HEIF photo, but pillow-heif is installed and cannot be imported "
+                                  "(libheif.so.1: cannot open shared object file)")
