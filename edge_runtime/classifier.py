@@ -15,8 +15,9 @@ from PIL import Image
 
 from . import model_metadata
 from .backends import Backend, OnnxBackend, load_backend
+from .decode import load_image
 from .errors import EdgeError
-from .preprocess import is_dataset_style, load_image, normalize, to_model_input
+from .preprocess import is_dataset_style, normalize, to_model_input
 from .quant import QuantParams, dequantize, quantize, softmax, temperature_scale
 
 MANIFEST_NAME = "manifest.json"

@@ -15,8 +15,9 @@ from typing import Sequence, TextIO
 import numpy as np
 
 from .classifier import Classifier, Prediction, format_predictions, json_answer
+from .decode import IMAGE_EXTENSIONS, MAX_PIXELS, load_image
 from .errors import EdgeError
-from .preprocess import IMAGE_EXTENSIONS, is_dataset_style, load_image, to_model_input
+from .preprocess import is_dataset_style, to_model_input
 
 DEFAULT_MODEL = Path("exported") / "model_int8.tflite"
 CHUNK = 64  # images preprocessed, then classified as one batch
@@ -45,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Classify clothing pictures with an exported Fashion-MNIST model (.tflite or .onnx).\n"
             "Prints one line per image: path<TAB>label score, label score, ...\n"
             "28x28 grayscale images are used as they are; photos are converted the way the\n"
-            "Fashion-MNIST images were made (trim, resize, sharpen, pad, negate)."
+            "Fashion-MNIST images were made (trim, resize, sharpen, pad, negate).\n"
+            "Reads what Pillow reads (JPEG, also a phone's 108/200 Mpx ones, PNG, WebP, AVIF, ...) and\n"
+            f"HEIC/HEIF with the heic extra; refuses what would decode to more than {MAX_PIXELS / 1e6:.0f} Mpx."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -1,4 +1,4 @@
-"""Pure functions from files and pictures to the model's 28×28 uint8 input.
+"""Pure functions from pictures to the model's 28×28 uint8 input (files and uploads are decoded in `decode`).
 
 A 28×28 grayscale image is taken to be dataset-style and passes through bit-exact. Any other picture
 goes through the conversion the Fashion-MNIST paper used on product photos (Xiao et al. 2017, §2):
@@ -15,28 +15,21 @@ Pillow only, so a phone photo costs about a millisecond on one core (`make bench
 from __future__ import annotations
 
 import functools
-import io
-import struct
 import time
-import warnings
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
+# load_image, decode_image and their limits live in .decode; they stay importable from here, where older
+# callers (benchmarks/bench.py, scripts of users) look for them beside the conversion they feed.
+from .decode import DECODE_ERRORS, IMAGE_EXTENSIONS, MAX_PIXELS, decode_image, load_image  # noqa: F401
 from .errors import EdgeError
 
 SIZE = 28
-# Decoded pixels allowed per image; far above any phone photo after JPEG draft decoding, far below
-# what a crafted header can declare (a 100000×100000 PNG would be 10 GB).
-MAX_PIXELS = 64_000_000
 # A photo is converted at this size (long side): the trim, the plain-border test and the cut-out all run
 # on a copy this big, made first. The result is 28 px, so more only costs time; measured with the release
 # model: 64 px lost 3 dev and 12 pool photos, 128 px was no better than 96 and took 1.5× as long.
 WORK_SIZE = 96
-# JPEGs are decoded at a reduced scale (libjpeg DCT scaling: 1/2, 1/4, 1/8) that keeps at least this
-# many pixels on each side: a 400×300 phone photo decodes at 200×150 in a third of the time.
-JPEG_DRAFT_SIZE = WORK_SIZE
 # Paper: edges "close to the colour of the corner pixels", within 5 % of the maximum intensity.
 TRIM_TOLERANCE = 0.05
 # A border is "plain" (a product shot) when this share of it is within TRIM_TOLERANCE of the corner colour.
@@ -62,80 +55,6 @@ MASK_SMOOTHING_RADIUS = 1
 MASK_GARMENT_MARGIN = 0.5
 # Levels of a cut-out garment (negated) are stretched to this floor..255, so a white shirt stays visible.
 GARMENT_FLOOR = 40
-IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pnm", ".pbm"}
-)
-
-# What Pillow raises on files it cannot decode: it has no single base class for this.
-_DECODE_ERRORS = (
-    OSError,  # includes UnidentifiedImageError and "image file is truncated"
-    SyntaxError,
-    ValueError,
-    EOFError,
-    struct.error,
-    IndexError,
-    KeyError,
-    TypeError,
-    Image.DecompressionBombError,
-    Image.DecompressionBombWarning,  # escalated to an error below
-)
-
-
-def load_image(path: str | Path) -> Image.Image:
-    """Open and decode an image file, EXIF orientation applied; EdgeError naming the file if it cannot.
-
-    Refuses images over MAX_PIXELS before decoding them (decompression bombs). Large JPEGs are decoded
-    at a reduced scale of at least JPEG_DRAFT_SIZE pixels per side.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise EdgeError(f"{path}: no such file")
-    if path.is_dir():
-        raise EdgeError(f"{path}: is a directory, not an image")
-    if path.stat().st_size == 0:
-        raise EdgeError(f"{path}: empty file (0 bytes)")
-    return _decode(path, path)
-
-
-def decode_image(data: bytes, name: str = "request body") -> Image.Image:
-    """`load_image` for bytes in memory (an upload): the same limits and errors, `name` in place of a path."""
-    if not data:
-        raise EdgeError(f"{name}: empty (0 bytes)")
-    return _decode(io.BytesIO(data), name)
-
-
-def _decode(source, name) -> Image.Image:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as img:
-                if img.format == "JPEG":
-                    img.draft(img.mode, (JPEG_DRAFT_SIZE, JPEG_DRAFT_SIZE))
-                _check_pixel_count(img, name)
-                img.load()
-                # exif_transpose returns a new image, which outlives the closed file.
-                return ImageOps.exif_transpose(img)
-    except EdgeError:
-        raise
-    except MemoryError as e:
-        raise EdgeError(f"{name}: image too large to decode in the available memory") from e
-    except Image.UnidentifiedImageError as e:
-        raise EdgeError(f"{name}: not an image file (or a format Pillow cannot read)") from e
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise EdgeError(f"{name}: refused, image is too large (possible decompression bomb): {e}") from e
-    except _DECODE_ERRORS as e:
-        raise EdgeError(f"{name}: cannot decode image, the file is truncated or corrupt ({e})") from e
-
-
-def _check_pixel_count(img: Image.Image, path) -> None:
-    w, h = img.size
-    if w * h > MAX_PIXELS:
-        raise EdgeError(
-            f"{path}: refused, image declares {w}×{h} = {w * h / 1e6:.0f} Mpx, over the "
-            f"{MAX_PIXELS / 1e6:.0f} Mpx limit (possible decompression bomb)"
-        )
-
-
 def is_dataset_style(image: Image.Image | np.ndarray) -> bool:
     """True for what `to_model_input` passes through unchanged: a 28×28 grayscale image or uint8 array.
     Anything else is a photo, converted, and classified with its mirror image too (see Classifier)."""
@@ -170,7 +89,7 @@ def _to_model_input(image: Image.Image | np.ndarray, timings: dict | None) -> np
     elif isinstance(image, Image.Image):
         try:
             image = ImageOps.exif_transpose(image)
-        except _DECODE_ERRORS as e:
+        except DECODE_ERRORS as e:
             raise EdgeError(f"cannot decode image or its EXIF orientation ({e})") from e
         if image.mode == "L" and image.size == (SIZE, SIZE):
             return np.array(image, dtype=np.uint8)
@@ -180,7 +99,7 @@ def _to_model_input(image: Image.Image | np.ndarray, timings: dict | None) -> np
         return _photo_to_model_input(image, timings)
     except EdgeError:
         raise
-    except _DECODE_ERRORS as e:
+    except DECODE_ERRORS as e:
         raise EdgeError(f"cannot convert {image.mode} image of size {image.size} ({e})") from e
 
 

@@ -34,8 +34,8 @@ from PIL import Image
 
 from .camera import FrameSource, frame_to_picture, open_source
 from .classifier import Classifier, json_answer
+from .decode import decode_image
 from .errors import EdgeError
-from .preprocess import decode_image
 from .timing import classify_timed
 
 MAX_BODY_BYTES = 16 * 1024 * 1024     # larger uploads get 413 before their body is read

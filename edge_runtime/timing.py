@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .classifier import Classifier, Prediction
-from .preprocess import is_dataset_style, load_image, to_model_input
+from .decode import load_image
+from .preprocess import is_dataset_style, to_model_input
 
 # The stages of the photo path, in order. "decode" is reading and decoding the file (or, for a camera,
 # reading the frame); "conversion" is what to_model_input spends besides the cut-out; "model" is

@@ -41,7 +41,8 @@ def evaluate_paths(model_path: Path, paths: list[Path], y: np.ndarray, threshold
                    verify: bool = True) -> dict:
     """`evaluate` on any list of photos and their classes."""
     from edge_runtime.classifier import Classifier
-    from edge_runtime.preprocess import load_image, to_model_input
+    from edge_runtime.decode import load_image
+    from edge_runtime.preprocess import to_model_input
     inputs = np.stack([to_model_input(load_image(p)) for p in paths])
     probs = Classifier(str(model_path), verify=verify).scores(inputs, photos=True)   # as edge-classify scores photos
     pred, conf = probs.argmax(1), probs.max(1)
@@ -68,7 +69,7 @@ def contact_sheet(result: dict, labels: list[str], path: Path, columns: int = 9)
     rows = (n + columns - 1) // columns
     sheet = Image.new("RGB", (columns * cell_w, rows * cell_h), "white")
     draw = ImageDraw.Draw(sheet)
-    from edge_runtime.preprocess import load_image
+    from edge_runtime.decode import load_image
     for i, p in enumerate(result["_paths"]):
         x0, y0 = (i % columns) * cell_w, (i // columns) * cell_h
         photo = load_image(p).convert("RGB")

@@ -74,7 +74,7 @@ def _class_of_folder(name: str) -> int | None:
 
 def read(folder: Path) -> PhotoSet:
     """A MANIFEST.tsv folder or DIR/<class name>/*.jpg; DataError naming the file or folder at fault."""
-    from edge_runtime.preprocess import IMAGE_EXTENSIONS
+    from edge_runtime.decode import IMAGE_EXTENSIONS
     folder = Path(folder)
     manifest = folder / "MANIFEST.tsv"
     if manifest.is_file():
@@ -174,15 +174,17 @@ def augment(img: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 
 def _conversion_digest() -> str:
-    """The photo conversion's own source: a change to it makes every cached variant stale."""
+    """The photo decoding's and conversion's own source: a change to either makes every cached variant stale."""
+    import edge_runtime.decode as dec
     import edge_runtime.preprocess as pre
-    return hashlib.sha256(Path(pre.__file__).read_bytes()).hexdigest()[:12]
+    return hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (dec, pre))).hexdigest()[:12]
 
 
 def variants(photos: PhotoSet, n: int, seed: int, cache_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(images (P·(n+1), 28, 28) uint8, labels, index of the source photo): each photo converted as it is
     and in `n` augmented variants, all by the runtime's conversion; cached in `cache_dir`."""
-    from edge_runtime.preprocess import load_image, to_model_input
+    from edge_runtime.decode import load_image
+    from edge_runtime.preprocess import to_model_input
     key = hashlib.sha256(f"{photos.manifest_sha256}|{len(photos.paths)}|{n}|{seed}|{_conversion_digest()}|"
                          f"{'|'.join(map(str, photos.paths))}".encode()).hexdigest()[:12]
     path = Path(cache_dir) / f"photo-variants-{key}.npz"

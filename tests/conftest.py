@@ -22,3 +22,32 @@ def quick_release(tmp_path_factory):
                       **{"gate.max_drop_pp": 100.0, "gate.min_agreement": 0.0})
     manifest = export.run(cfg)
     return cfg, manifest, root
+
+
+@pytest.fixture(scope="session")
+def phone_photos(tmp_path_factory):
+    """Phone-sized JPEGs (12, 108 and 200 Mpx) of one scene, and files to refuse (tests/phone_photos.py),
+    written once per session by a process of their own."""
+    try:
+        import phone_photos as maker
+    except ImportError:  # tests/ collected as a package
+        from tests import phone_photos as maker
+    return maker.make_all(tmp_path_factory.mktemp("phone-photos"))
+
+
+@pytest.fixture(scope="session")
+def heic_files(phone_photos, tmp_path_factory):
+    """The phone photos' scene at 800×600 as a JPEG, and as HEICs made from it (pillow-heif, the heic extra):
+    with a 320-px thumbnail, as an iPhone writes them, and without one."""
+    pillow_heif = pytest.importorskip("pillow_heif", reason="the heic extra (make test installs it)")
+    try:
+        import phone_photos as maker
+    except ImportError:  # tests/ collected as a package
+        from tests import phone_photos as maker
+    pillow_heif.register_heif_opener()
+    root = tmp_path_factory.mktemp("heic")
+    photo = maker.scene().resize((800, 600))
+    photo.save(root / "photo.jpg", quality=90)
+    photo.save(root / "thumbnail.heic", quality=90, thumbnails=[320])
+    photo.save(root / "plain.heic", quality=90, thumbnails=[])
+    return root

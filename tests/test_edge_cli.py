@@ -195,3 +195,83 @@ def test_bench_image_is_a_dataset_style_picture():
 
     image = _builtin_test_image()
     assert image.shape == (28, 28) and image.dtype == np.uint8 and image[0, 0] == 0 and image.max() > 100
+
+
+# --- photos as they come off a phone: 108 and 200 Mpx JPEGs, HEIC ------------------------------------
+
+# edge-classify in a child process that prints its own peak RSS (VmHWM) last on stderr. Not the child's
+# ru_maxrss: Linux carries the parent's high-water mark across fork+exec, so a child of this (TensorFlow-sized)
+# test process would report the parent's figure.
+_WITH_PEAK_RSS = """
+import sys
+from edge_runtime.cli import main
+code = main(sys.argv[1:])
+status = open("/proc/self/status").read().splitlines()
+print("VmHWM_kB", [line.split()[1] for line in status if line.startswith("VmHWM:")][0], file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def classify_measuring_peak_rss(*args: str) -> tuple[subprocess.CompletedProcess, int]:
+    done = subprocess.run([sys.executable, "-c", _WITH_PEAK_RSS, *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("VmHWM_kB "), done.stderr
+    return done, int(last.split()[1])
+
+
+def test_phone_photos_of_108_and_200_mpx_are_classified_in_little_memory(models, phone_photos):
+    """The same scene at 12, 108 and 200 Mpx: the same answer, and a peak RSS under 2× the 12 Mpx one's."""
+    answers, peaks = {}, {}
+    for size in ("4000x3000", "12000x9000", "16320x12240"):
+        done, peaks[size] = classify_measuring_peak_rss("--model", str(models / "model_int8.tflite"), "--json",
+                                                        str(phone_photos / f"photo-{size}.jpg"))
+        assert done.returncode == 0, done.stderr
+        answers[size] = json.loads(done.stdout)["label"]
+    print(f"\n  [phone photos] edge-classify peak RSS (MB): " + ", ".join(f"{s} {kb / 1024:.0f}" for s, kb in peaks.items())
+          + f"; answers {answers}")
+    assert answers["4000x3000"] == "Trouser"
+    assert answers["12000x9000"] == answers["16320x12240"] == answers["4000x3000"]
+    assert peaks["12000x9000"] < 2 * peaks["4000x3000"] and peaks["16320x12240"] < 2 * peaks["4000x3000"]
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if not line.startswith(("INFO:", "edge_runtime: warning"))]
+
+
+def test_pictures_too_big_to_decode_small_get_one_line_each(models, phone_photos):
+    png, bomb = phone_photos / "plain-12000x9000.png", phone_photos / "bomb-65500x65500.jpg"
+    progressive = phone_photos / "progressive-12000x9000.jpg"
+    good = phone_photos / "photo-4000x3000.jpg"
+    done = edge_classify("--model", str(models / "model_int8.tflite"), str(png), str(bomb), str(progressive), str(good))
+    assert done.returncode == 1
+    assert [line.split("\t")[0] for line in done.stdout.splitlines()] == [str(good)]
+    errors = _error_lines(done.stderr)
+    assert len(errors) == 3, done.stderr
+    assert errors[0] == f"{png}: refused, image declares 108 Mpx, over the 64 Mpx limit (possible decompression bomb)"
+    assert errors[1].startswith(f"{bomb}: refused, JPEG declares 65500×65500") and "1/8 scale" in errors[1]
+    assert errors[2].startswith(f"{progressive}: refused, progressive JPEG declares 12000×9000 = 108 Mpx")
+
+
+def test_heic_gives_the_same_answer_as_the_jpeg_it_was_made_from(models, heic_files, capsys):
+    paths = [heic_files / name for name in ("photo.jpg", "thumbnail.heic", "plain.heic")]
+    assert main(["--model", str(models / "model_int8.tflite"), "--json", *map(str, paths)]) == 0
+    rows = {Path(row["path"]).name: row for row in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert rows["photo.jpg"]["label"] == "Trouser"
+    assert rows["thumbnail.heic"]["label"] == rows["plain.heic"]["label"] == rows["photo.jpg"]["label"]
+    # and a folder holding HEICs finds them
+    assert main(["--model", str(models / "model_int8.tflite"), "--top-k", "1", str(heic_files)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+def test_heic_without_the_heic_extra_gets_one_line_naming_it(models, heic_files):
+    # What `import pillow_heif` sees where the extra is not installed: ModuleNotFoundError.
+    code = "import sys; sys.modules['pillow_heif'] = None\nfrom edge_runtime.cli import main\nsys.exit(main(sys.argv[1:]))"
+    heic, jpeg = heic_files / "thumbnail.heic", heic_files / "photo.jpg"
+    done = subprocess.run([sys.executable, "-c", code, "--model", str(models / "model_int8.tflite"), str(heic),
+                           str(jpeg)], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 1
+    assert [line.split("\t")[0] for line in done.stdout.splitlines()] == [str(jpeg)]
+    assert _error_lines(done.stderr) == [
+        f"{heic}: HEIC/HEIF photo (an iPhone's default format); reading it needs the heic extra: "
+        "pip install '.[heic]' in the fashion-edge folder (it installs pillow-heif)"]

@@ -201,16 +201,22 @@ def test_many_clients_get_correct_json_and_do_not_stall_the_camera(server):
     assert measured["with"] >= 0.7 * alone
 
 
-def test_sigterm_stops_the_server_and_releases_the_camera(models, video):
+def _serve_process(*args: str) -> tuple[subprocess.Popen, int]:
+    """`edge-classify ... --serve 127.0.0.1:0` in a process of its own, and the port it listens on."""
     script = Path(sys.executable).with_name("edge-classify")
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "edge_runtime"]
-    p = subprocess.Popen([*cmd, "--model", str(models / "model_int8.tflite"), "--camera", str(video),
-                          "--serve", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         cwd=REPO)
+    p = subprocess.Popen([*cmd, *args, "--serve", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, cwd=REPO)
+    first = p.stdout.readline()
+    if "open http://127.0.0.1:" not in first:
+        p.kill()
+        raise AssertionError(first + p.stderr.read())
+    return p, int(first.rsplit(":", 1)[1].split("/")[0])
+
+
+def test_sigterm_stops_the_server_and_releases_the_camera(models, video):
+    p, port = _serve_process("--model", str(models / "model_int8.tflite"), "--camera", str(video))
     try:
-        first = p.stdout.readline()
-        assert "open http://127.0.0.1:" in first, first + p.stderr.read()
-        port = int(first.rsplit(":", 1)[1].split("/")[0])
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         conn.request("GET", "/healthz")
         assert conn.getresponse().status == 200
@@ -265,3 +271,53 @@ def test_page_in_a_real_browser_shows_a_changing_label_and_classifies_an_upload(
     assert Image.open(shot).size == (1100, 640)
     if os.environ.get("FASHION_EDGE_SCREENSHOT"):
         shutil.copy(shot, os.environ["FASHION_EDGE_SCREENSHOT"])
+
+
+# --- photos as they come off a phone ---------------------------------------------------------------------
+
+
+def test_phone_photo_uploads_of_108_and_200_mpx_are_classified_in_little_memory(models, phone_photos):
+    """POST /api/classify of the same scene at 12, 108 and 200 Mpx, each to a fresh server: the same answer, and
+    the server's peak RSS (VmHWM, read from its /proc status) under 2× the one after a 12 Mpx upload."""
+    answers, peaks = {}, {}
+    for size in ("4000x3000", "12000x9000", "16320x12240"):
+        body = (phone_photos / f"photo-{size}.jpg").read_bytes()
+        assert len(body) < serve.MAX_BODY_BYTES                  # else this would test the 413
+        p, port = _serve_process("--model", str(models / "model_int8.tflite"))
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conn.request("POST", "/api/classify", body=body)
+            r = conn.getresponse()
+            answer = json.loads(r.read())
+            conn.close()
+            assert r.status == 200, answer
+            answers[size] = answer["label"]
+            status = Path(f"/proc/{p.pid}/status").read_text().splitlines()
+            peaks[size] = int([line.split()[1] for line in status if line.startswith("VmHWM:")][0])
+        finally:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=10)
+    print(f"\n  [serve] peak RSS after one upload (MB): " + ", ".join(f"{s} {kb / 1024:.0f}" for s, kb in peaks.items())
+          + f"; answers {answers}")
+    assert answers["4000x3000"] == "Trouser"
+    assert answers["12000x9000"] == answers["16320x12240"] == answers["4000x3000"]
+    assert peaks["12000x9000"] < 2 * peaks["4000x3000"] and peaks["16320x12240"] < 2 * peaks["4000x3000"]
+
+
+@pytest.mark.parametrize("name, words", [
+    ("plain-12000x9000.png", "request body: refused, image declares 108 Mpx, over the 64 Mpx limit"),
+    ("bomb-65500x65500.jpg", "request body: refused, JPEG declares 65500×65500"),
+    ("progressive-12000x9000.jpg", "request body: refused, progressive JPEG declares 12000×9000"),
+])
+def test_uploads_too_big_to_decode_small_are_400_naming_the_problem(server, phone_photos, name, words):
+    status, ctype, data = _request(server, "POST", "/api/classify", (phone_photos / name).read_bytes())
+    assert status == 400 and ctype == "application/json" and json.loads(data)["error"].startswith(words)
+
+
+def test_heic_upload_gives_the_same_answer_as_the_jpeg_it_was_made_from(server, heic_files):
+    labels = {}
+    for name in ("photo.jpg", "thumbnail.heic", "plain.heic"):
+        status, _, body = _request(server, "POST", "/api/classify", (heic_files / name).read_bytes())
+        assert status == 200, body
+        labels[name] = json.loads(body)["label"]
+    assert labels["thumbnail.heic"] == labels["plain.heic"] == labels["photo.jpg"] == "Trouser"
