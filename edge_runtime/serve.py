@@ -50,6 +50,7 @@ UPLOAD_WAIT_S = 5.0                   # how long an upload may wait for a free c
 STREAM_WIDTH = 480                    # frames are sent at most this wide (JPEG encoding costs CPU)
 FPS_WINDOW = 30                       # frames behind the shown frames-per-second
 VIDEO_FILE_FPS = 30.0                 # a video file is played at most this fast, like a camera (not flat out)
+REOPEN_MAX_WAIT_S = 10.0              # longest wait between two tries to reopen a lost camera or stream
 PAGE = Path(__file__).with_name("serve_page.html")
 
 
@@ -106,7 +107,9 @@ def _ms(seconds: dict[str, float]) -> dict[str, float]:
 
 class CaptureLoop(threading.Thread):
     """Reads frames, classifies each with its own classifier, and publishes the result. A video file
-    starts again at its end (a demo loops); a camera or stream that drops is reopened with a wait."""
+    starts again at its end (a demo loops); a camera or stream that drops is reopened for as long as the
+    server runs (a service outlives an unplugged camera), waiting 1 s, 2 s, 4 s … up to REOPEN_MAX_WAIT_S
+    between tries, so a long outage costs a log line every few seconds, not every second."""
 
     def __init__(self, classifier: Classifier, source: str, live: Live, top_k: int, threshold: float | None,
                  opener: Callable[[str], FrameSource] = open_source, err: TextIO | None = None) -> None:
@@ -118,6 +121,8 @@ class CaptureLoop(threading.Thread):
         self.frames = 0
         self.src: FrameSource | None = opener(source)     # fails here, before the server starts
         self._times: deque[float] = deque(maxlen=FPS_WINDOW)
+        self._tries = 0                                   # reopen tries since the last frame
+        self._lost_at = 0.0
 
     def fps(self) -> float:
         t = self._times
@@ -135,6 +140,10 @@ class CaptureLoop(threading.Thread):
                 if frame is None:
                     self._reopen()
                     continue
+                if self._tries:
+                    print(f"{self.source}: frames again after {time.monotonic() - self._lost_at:.0f} s "
+                          f"({self._tries} tries)", file=self.err, flush=True)
+                    self._tries = 0
                 picture = frame_to_picture(frame)
                 timed = classify_timed(self.classifier, picture, self.top_k, decode_s=time.perf_counter() - t_read)
                 self.frames += 1
@@ -154,13 +163,16 @@ class CaptureLoop(threading.Thread):
             self.src.close()
             self.src = None
         if live:
-            print(f"{self.source}: no frame; reopening in 1 s", file=self.err)
-            self.stop.wait(1.0)
+            if self._tries == 0:
+                self._lost_at = time.monotonic()
+            self._tries += 1
+            wait = min(2.0 ** (self._tries - 1), REOPEN_MAX_WAIT_S)
+            print(f"{self.source}: no frame; reopening in {wait:g} s (try {self._tries})", file=self.err, flush=True)
+            self.stop.wait(wait)
         try:
             self.src = self.opener(self.source)
-        except EdgeError as e:
-            print(str(e), file=self.err)
-            self.stop.wait(1.0)
+        except EdgeError as e:          # the next pass waits longer
+            print(str(e), file=self.err, flush=True)
 
 
 class Server(ThreadingHTTPServer):
