@@ -94,14 +94,18 @@ def offline_bundle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def installed(offline_bundle, tmp_path_factory) -> Path:
-    """install.sh run with the network cut, into a fresh prefix: PREFIX/venv, PREFIX/release, BIN/edge-classify."""
+def installed(offline_bundle, tmp_path_factory) -> dict:
+    """install.sh --service run once with the network cut, into a fresh prefix (PREFIX/venv, PREFIX/release,
+    BIN/edge-classify) and with --unit-dir (the unit and its env file), for a video file on loopback."""
     home = tmp_path_factory.mktemp("device")
+    video = garment_video(tmp_path_factory.mktemp("svc-video") / "clip.avi")
     done = _offline(["sh", str(offline_bundle / "install.sh"), "--prefix", str(home / "fe"), "--bin-dir",
-                     str(home / "bin")], env={**os.environ, "PATH": "/usr/bin:/bin"})
+                     str(home / "bin"), "--service", "--unit-dir", str(home / "units"), "--camera", str(video),
+                     "--listen", "127.0.0.1:0", "--threshold", "0.6"], env={**os.environ, "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "offline: the wheels come from" in done.stdout
-    return home
+    return {"home": home, "unit": home / "units" / "fashion-edge.service", "env": home / "fe" / "service.env",
+            "out": done.stdout}
 
 
 @pytest.mark.slow
@@ -110,34 +114,23 @@ def test_offline_install_answers_a_photo_with_the_release_as_default_model(insta
     photo = tmp_path / "photo.jpg"
     Image.fromarray(255 - images[0]).resize((300, 300)).convert("RGB").save(photo, quality=90)
     env = {k: v for k, v in os.environ.items() if k != "FASHION_EDGE_MODEL"}
-    done = _offline([str(installed / "bin" / "edge-classify"), str(photo)], cwd=tmp_path, env=env)
+    done = _offline([str(installed["home"] / "bin" / "edge-classify"), str(photo)], cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     label = done.stdout.split("\t", 1)[1].split(",")[0].rsplit(" ", 1)[0]
     assert label == "Ankle boot" == json.loads((RELEASE / "manifest.json").read_text())["labels"][labels[0]]
-    versions = subprocess.run([str(installed / "fe" / "venv" / "bin" / "python"), "-c",
+    versions = subprocess.run([str(installed["home"] / "fe" / "venv" / "bin" / "python"), "-c",
                                "import importlib.util as u; print([m for m in ('tensorflow', 'pipeline', 'cv2', "
                                "'ai_edge_litert') if u.find_spec(m)])"], capture_output=True, text=True, cwd=tmp_path)
-    assert versions.stdout.strip() == "['ai_edge_litert']"       # no TensorFlow, no pipeline; OpenCV only on request
+    assert versions.stdout.strip() == "['cv2', 'ai_edge_litert']"       # no TensorFlow, no pipeline
 
 
 @pytest.mark.slow
 def test_install_refuses_a_backend_the_offline_bundle_has_no_wheels_for(offline_bundle, installed):
+    home = installed["home"]
     done = _offline(["sh", str(offline_bundle / "install.sh"), "--backend", "onnx", "--prefix",
-                     str(installed / "fe"), "--bin-dir", str(installed / "bin")])
+                     str(home / "fe"), "--bin-dir", str(home / "bin")])
     assert done.returncode != 0 and "has no wheels for onnx" in done.stderr
-    assert (installed / "fe" / "venv" / "bin" / "edge-classify").is_file()    # the install before is untouched
-
-
-@pytest.fixture(scope="module")
-def service(offline_bundle, installed, tmp_path_factory) -> dict:
-    """install.sh --service with --unit-dir: the unit and its env file, for a video file on loopback."""
-    units = tmp_path_factory.mktemp("units")
-    video = garment_video(tmp_path_factory.mktemp("svc-video") / "clip.avi")
-    done = _offline(["sh", str(offline_bundle / "install.sh"), "--prefix", str(installed / "fe"), "--bin-dir",
-                     str(installed / "bin"), "--service", "--unit-dir", str(units), "--camera", str(video),
-                     "--listen", "127.0.0.1:0", "--threshold", "0.6"], env={**os.environ, "PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, done.stdout + done.stderr
-    return {"unit": units / "fashion-edge.service", "env": installed / "fe" / "service.env", "out": done.stdout}
+    assert (home / "fe" / "venv" / "bin" / "edge-classify").is_file()    # the install before is untouched
 
 
 def _unit(path: Path) -> dict[str, list[str]]:
@@ -151,32 +144,32 @@ def _unit(path: Path) -> dict[str, list[str]]:
 
 
 @pytest.mark.slow
-def test_service_unit_passes_systemd_analyze_verify(service, tmp_path):
+def test_service_unit_passes_systemd_analyze_verify(installed, tmp_path):
     if not shutil.which("systemd-analyze"):
         pytest.skip("systemd-analyze is not installed (Debian package systemd)")
-    done = subprocess.run(["systemd-analyze", "verify", str(service["unit"])], capture_output=True, text=True)
-    assert done.returncode == 0 and str(service["unit"]) not in done.stderr, done.stderr   # no warning about it
-    keys = _unit(service["unit"])
+    done = subprocess.run(["systemd-analyze", "verify", str(installed["unit"])], capture_output=True, text=True)
+    assert done.returncode == 0 and str(installed["unit"]) not in done.stderr, done.stderr   # no warning about it
+    keys = _unit(installed["unit"])
     assert keys["Restart"] == ["on-failure"] and keys["DynamicUser"] == ["yes"] and keys["User"] == ["fashion-edge"]
     assert keys["SupplementaryGroups"] == ["video"] and keys["NoNewPrivileges"] == ["yes"]
-    assert keys["EnvironmentFile"] == [str(service["env"])] and keys["WantedBy"] == ["multi-user.target"]
-    mode = stat.S_IMODE(service["env"].stat().st_mode)
-    token = service["env"].read_text().strip().split("=", 1)[1]
-    assert mode == 0o600 and len(token) == 32 and f"?token={token}" in service["out"]
+    assert keys["EnvironmentFile"] == [str(installed["env"])] and keys["WantedBy"] == ["multi-user.target"]
+    mode = stat.S_IMODE(installed["env"].stat().st_mode)
+    token = installed["env"].read_text().strip().split("=", 1)[1]
+    assert mode == 0o600 and len(token) == 32 and f"?token={token}" in installed["out"]
     broken = tmp_path / "fashion-edge.service"                    # the same check fails a unit that cannot start
-    broken.write_text(service["unit"].read_text().replace(str(service["env"].parent / "venv"), "/nonexistent"))
+    broken.write_text(installed["unit"].read_text().replace(str(installed["env"].parent / "venv"), "/nonexistent"))
     refused = subprocess.run(["systemd-analyze", "verify", str(broken)], capture_output=True, text=True)
     assert refused.returncode != 0 and "is not executable" in refused.stderr
 
 
 @pytest.mark.slow
-def test_service_command_serves_with_its_token_and_stops_cleanly(service):
+def test_service_command_serves_with_its_token_and_stops_cleanly(installed):
     """ExecStart run as systemd would (its EnvironmentFile), on loopback: the token is still asked, never
     printed, and SIGTERM is a clean exit 0 (Restart=on-failure leaves a stopped service stopped)."""
-    keys = _unit(service["unit"])
+    keys = _unit(installed["unit"])
     argv = shlex.split(keys["ExecStart"][0])
     assert argv[argv.index("--threshold") + 1] == "0.6"
-    token = service["env"].read_text().strip().split("=", 1)[1]
+    token = installed["env"].read_text().strip().split("=", 1)[1]
     env = {"PATH": "/usr/bin:/bin", "FASHION_EDGE_TOKEN": token, "PYTHONUNBUFFERED": "1"}
     p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
