@@ -36,7 +36,12 @@ DIST_NAME = "fashion-edge-runtime"
 # The release files a device reads: the two int8 models (LiteRT, onnxruntime), their manifest (sha256,
 # normalization, calibration), the labels, and the report that says what --threshold does on real photos.
 RELEASE_FILES = ["model_int8.tflite", "model_int8.onnx", "manifest.json", "labels.txt", "report.md"]
-DEVICE_EXTRAS = ["tflite", "onnx", "camera"]
+DEVICE_EXTRAS = ["tflite", "onnx", "camera", "heic"]     # those of pyproject.toml's extras a device may want
+
+
+def device_extras(project: dict) -> list[str]:
+    """The device extras pyproject.toml defines (heic: pillow-heif, when the project has that extra)."""
+    return [e for e in DEVICE_EXTRAS if e in project.get("optional-dependencies", {})]
 
 
 def project_metadata(pyproject: Path = REPO / "pyproject.toml") -> dict:
@@ -54,7 +59,7 @@ def device_pyproject(project: dict) -> str:
         'description = "fashion-edge device runtime: edge-classify (no TensorFlow)"',
         f'requires-python = "{project["requires-python"]}"',
         f"dependencies = {json.dumps(project['dependencies'])}", "",
-        "[project.optional-dependencies]", *[f"{e} = {json.dumps(extras[e])}" for e in DEVICE_EXTRAS], "",
+        "[project.optional-dependencies]", *[f"{e} = {json.dumps(extras[e])}" for e in device_extras(project)], "",
         "[project.scripts]", 'edge-classify = "edge_runtime.cli:main"', "",
         "[tool.setuptools]", 'packages = ["edge_runtime"]', "",
         "[tool.setuptools.package-data]", 'edge_runtime = ["*.html"]', "",
@@ -88,15 +93,16 @@ def _git_commit() -> str:
 def build(release: Path = REPO / "exported", dist: Path = REPO / "dist", *, with_wheels: bool = False,
           target: str = "aarch64-cp311", extras: list[str] | None = None, log=print) -> Path:
     """Write the bundle into `dist` and return its path. `with_wheels` adds every wheel `extras` (default:
-    all device extras) need on `target`, so install.sh runs with no network."""
+    the device extras the project has) need on `target`, so install.sh runs with no network."""
     release = Path(release)
     missing = [f for f in RELEASE_FILES if not (release / f).is_file()]
     if missing:
         raise PipelineError(f"{release}: missing {', '.join(missing)} (run `make export`, or pass --release DIR)")
-    extras = list(extras or DEVICE_EXTRAS)
-    unknown = sorted(set(extras) - set(DEVICE_EXTRAS))
+    known = device_extras(project_metadata())
+    extras = list(extras or known)
+    unknown = sorted(set(extras) - set(known))
     if unknown:
-        raise PipelineError(f"unknown extra {', '.join(unknown)}; the device extras are {', '.join(DEVICE_EXTRAS)}")
+        raise PipelineError(f"unknown extra {', '.join(unknown)}; the device extras are {', '.join(known)}")
     if with_wheels and target not in device_wheels.TARGETS:
         raise PipelineError(f"unknown --target {target}; known: {', '.join(device_wheels.TARGETS)}")
     version = project_metadata()["version"]
@@ -115,7 +121,7 @@ def build(release: Path = REPO / "exported", dist: Path = REPO / "dist", *, with
         info = {"bundle": name, "version": version, "git_commit": _git_commit(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "release_created": json.loads((release / "manifest.json").read_text()).get("created"),
-                "package": wheel.name, "extras": DEVICE_EXTRAS, "wheels": None}
+                "package": wheel.name, "extras": known, "wheels": None}
         if with_wheels:
             t = device_wheels.TARGETS[target]
             reqs = device_wheels.requirements(extras)

@@ -10,6 +10,7 @@ BACKEND=tflite
 PREFIX=
 BIN_DIR=
 OPENCV=0
+HEIC=0
 PICAMERA=0
 SERVICE=0
 CAMERA=0
@@ -30,6 +31,7 @@ With a wheels/ folder (the offline bundle) nothing is downloaded.
   --backend B        tflite (LiteRT, the default), onnx (onnxruntime) or tflite,onnx (both; the first
                      one's model is the default)
   --opencv           also OpenCV, for USB cameras, video files and stream URLs (--camera 0)
+  --heic             also pillow-heif, for HEIC/HEIF photos (an iPhone's default), when the bundle has it
   --picamera         a venv that sees apt's python3-picamera2 (sudo apt install python3-picamera2 first),
                      for the Raspberry Pi camera (--camera picamera)
   --prefix DIR       install there instead
@@ -55,6 +57,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --backend) BACKEND=${2:?--backend needs a value}; shift 2 ;;
         --opencv) OPENCV=1; shift ;;
+        --heic) HEIC=1; shift ;;
         --picamera) PICAMERA=1; shift ;;
         --prefix) PREFIX=${2:?--prefix needs a folder}; shift 2 ;;
         --bin-dir) BIN_DIR=${2:?--bin-dir needs a folder}; shift 2 ;;
@@ -83,6 +86,7 @@ if [ "$SERVICE" = 1 ]; then
     case "$LISTEN" in *:[0-9]*) ;; *) die "--listen $LISTEN: expected HOST:PORT, e.g. 0.0.0.0:8080" ;; esac
 fi
 [ "$OPENCV" = 1 ] && EXTRAS="$EXTRAS,camera"
+[ "$HEIC" = 1 ] && EXTRAS="$EXTRAS,heic"
 
 if [ "$(id -u)" = 0 ]; then
     PREFIX=${PREFIX:-/opt/fashion-edge}; BIN_DIR=${BIN_DIR:-/usr/local/bin}

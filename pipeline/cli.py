@@ -329,7 +329,8 @@ def main(argv=None) -> int:
     p.add_argument("--target", default="aarch64-cp311",
                    help="with --with-wheels: aarch64-cp311 (64-bit Raspberry Pi OS bookworm, the default) or x86_64-cp311")
     p.add_argument("--extras", metavar="E1,E2",
-                   help="with --with-wheels: the wheels of these extras only (default: tflite,onnx,camera)")
+                   help="with --with-wheels: the wheels of these extras only (default: all the device extras: "
+                        "tflite,onnx,camera and heic where pyproject.toml has it)")
     p.set_defaults(func=cmd_bundle)
     p = sub.add_parser("pngs", help="write the official images as PNG files, one folder per class")
     p.add_argument("out", help="output folder")

@@ -18,8 +18,9 @@ from .errors import PipelineError
 
 # What each extra of the device package pulls in (pyproject.toml's ranges for those not installed here).
 PACKAGES = {"numpy": None, "pillow": None, "ai-edge-litert": "2.3.*", "onnxruntime": "1.32.*",
-            "opencv-python-headless": None}
-EXTRA_PACKAGES = {"tflite": ["ai-edge-litert"], "onnx": ["onnxruntime"], "camera": ["opencv-python-headless"]}
+            "opencv-python-headless": None, "pillow-heif": "1.8.*"}
+EXTRA_PACKAGES = {"tflite": ["ai-edge-litert"], "onnx": ["onnxruntime"], "camera": ["opencv-python-headless"],
+                  "heic": ["pillow-heif"]}
 BASE_PACKAGES = ["numpy", "pillow"]
 
 
