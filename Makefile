@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 export TF_ENABLE_ONEDNN_OPTS := 1
 
-.PHONY: help venv data browser export tune test test-fast compat bench bench-baseline pi-check clean
+.PHONY: help venv data browser export tune test test-fast compat bench bench-baseline bundle bundle-offline pi-check clean
 
 help:
 	@echo "make export          build exported/ (train, prune, int8, TFLite + ONNX, parity gate); ~25 min on 2 cores"
@@ -23,7 +23,9 @@ help:
 	@echo "make compat          the release in MediaPipe, OpenCV 4.x/5.x, tflite-runtime, LiteRT, onnxruntime -> README table"
 	@echo "make bench           size / latency / memory benchmark -> benchmarks/results.{json,md}"
 	@echo "make bench-baseline  accept exported/ and edge_runtime as the pinned references the gates compare against"
-	@echo "make pi-check        the runtime on an emulated arm64 Debian (Raspberry Pi OS base)"
+	@echo "make bundle          dist/fashion-edge-device-VERSION.tar.gz: what a device needs, with install.sh"
+	@echo "make bundle-offline  the same with the aarch64 Python 3.11 wheels: installs on a Pi with no network"
+	@echo "make pi-check        the bundle installed and run on an emulated arm64 Debian (Raspberry Pi OS base)"
 	@echo "make clean           remove build/ caches (keeps .venv and exported/)"
 
 $(STAMP): pyproject.toml
@@ -84,6 +86,13 @@ bench: venv data
 # `git diff benchmarks/` and commit.
 bench-baseline: venv data
 	$(BIN)/python -m benchmarks.bench --write-baseline $(ARGS)
+
+# The device bundle (python -m pipeline bundle --help): edge_runtime as a wheel, the release, install.sh.
+bundle: venv
+	$(BIN)/python -m pipeline bundle $(ARGS)
+
+bundle-offline: venv
+	$(BIN)/python -m pipeline bundle --with-wheels $(ARGS)
 
 pi-check: venv data
 	$(BIN)/python scripts/pi_check.py $(ARGS)

@@ -18,6 +18,7 @@ from .errors import EdgeError
 from .preprocess import to_model_input
 from .timing import STAGES, Timed, classify_timed, stage_medians_ms
 
+STREAM_TIMEOUT_MS = 10_000  # a stream URL that neither opens nor sends a frame this long counts as dropped
 RECONNECT_TRIES = 5
 RECONNECT_FIRST_WAIT_S = 0.5  # doubles after each failed try
 LATENCY_WINDOW = 100  # frames behind the running median
@@ -48,7 +49,11 @@ class OpenCVSource:
         self.is_live = source.isdigit() or "://" in source
         if not self.is_live and not Path(source).is_file():
             raise EdgeError(f"{source}: no such video file (use a digit for a camera index, or a URL)")
-        self._capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
+        if "://" in source:    # without a timeout a stalled stream blocks read() for good: no reconnect
+            self._capture = cv2.VideoCapture(source, cv2.CAP_ANY, [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS])
+        else:
+            self._capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
         if not self._capture.isOpened():
             self._capture.release()
             kind = "camera" if source.isdigit() else "stream" if self.is_live else "video file"

@@ -20,6 +20,7 @@ from .errors import EdgeError
 from .preprocess import is_dataset_style, to_model_input
 
 DEFAULT_MODEL = Path("exported") / "model_int8.tflite"
+MODEL_ENV = "FASHION_EDGE_MODEL"    # set by the device bundle's install: the release it installed
 CHUNK = 64  # images preprocessed, then classified as one batch
 BENCH_WARMUP = 50
 PHOTO_BENCH_RUNS = 200  # at most: a photo costs ~40 model calls
@@ -31,7 +32,7 @@ examples:
   edge-classify --camera 0 --threshold 0.6          # USB camera; 'picamera' for the Pi camera
   edge-classify --camera clip.avi --max-frames 100
   edge-classify --camera 0 --collect my-photos --label Shirt --every 2   # then: --photos-train my-photos
-  edge-classify --camera 0 --serve 0.0.0.0:8080      # live page for a headless Pi: http://<pi>:8080/
+  edge-classify --camera 0 --serve 0.0.0.0:8080      # live page for a headless Pi: prints http://<pi>:8080/?token=...
   edge-classify --bench
 
 exit status: 0 all images classified, 1 some files could not be read, 2 the model, the camera or the
@@ -59,10 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         "('**' matches any depth; quote it so the shell does not expand it)",
     )
     parser.add_argument(
-        "--model", type=Path, default=DEFAULT_MODEL,
+        "--model", type=Path, default=default_model(),
         help="model file, .tflite or .onnx; labels, normalization and checksum come from manifest.json "
         "in the same folder, else labels and normalization from the model file's own metadata "
-        "(default: %(default)s, relative to the current folder)",
+        f"(default: ${MODEL_ENV}, which the device bundle's install sets to the release it installed; "
+        f"without it {DEFAULT_MODEL}, relative to the current folder; now: %(default)s)",
     )
     parser.add_argument("--top-k", type=_positive_int, default=3, metavar="K",
                         help="how many ranked labels to print per image (default: %(default)s)")
@@ -92,7 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve a live page (the frame, the 28×28 image the model saw, top-k, fps, ms per stage) "
                        "and a JSON API (/api/latest, /api/events, POST /api/classify, /stream.mjpg, /healthz); "
                        "with --camera it runs the capture loop, without it the page classifies uploaded photos. "
-                       "HOST defaults to 127.0.0.1 (this device only); --serve 0.0.0.0:8080 for the network")
+                       "HOST defaults to 127.0.0.1 (this device only); --serve 0.0.0.0:8080 for the network, "
+                       "where every endpoint but /healthz asks for a token")
+    serve.add_argument("--token", metavar="TOKEN",
+                       help="with --serve: the token to ask for (at least 16 of A-Z a-z 0-9 . _ ~ -), also on "
+                       "loopback; prefer $FASHION_EDGE_TOKEN, which other users cannot read in the process list. "
+                       "Without either, a network address gets a new token at every start, printed in the URL")
+    serve.add_argument("--no-token", action="store_true",
+                       help="with --serve on a network address: ask for no token (anyone who can reach the port "
+                       "can watch the camera and send images)")
     collect = parser.add_argument_group("collect training photos (adapt the model to your camera)")
     collect.add_argument("--collect", metavar="DIR", type=Path,
                          help="with --camera: also save raw frames as DIR/<class>/<UTC timestamp>.jpg, ready for "
@@ -124,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--camera classifies frames; do not also give image paths")
     if args.collect and not (args.camera and args.label):
         parser.error("--collect needs --camera SOURCE and --label CLASS")
+    if (args.token is not None or args.no_token) and not args.serve:
+        parser.error("--token and --no-token are for --serve")
     if args.label and not args.collect:
         parser.error("--label names the class of collected frames: give --collect DIR too")
     try:
@@ -148,12 +160,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from . import serve    # only with --serve: nothing of the server is imported otherwise
+    from . import serve, serve_auth    # only with --serve: nothing of the server is imported otherwise
 
     try:
         address = serve.parse_address(args.serve)
+        access = serve_auth.resolve(address[0], args.token, args.no_token, os.environ)
         return serve.run(args.model, address, camera=args.camera, top_k=args.top_k, threshold=args.threshold,
-                         threads=args.threads, verify=not args.no_verify)
+                         threads=args.threads, verify=not args.no_verify, access=access)
     except EdgeError as e:
         print(f"edge-classify: {e}", file=sys.stderr)
         return 2
@@ -173,6 +186,11 @@ def _camera(classifier: Classifier, args: argparse.Namespace) -> int:
         print(f"edge-classify: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def default_model() -> Path:
+    """$FASHION_EDGE_MODEL when set (the bundle's install sets it), else exported/model_int8.tflite."""
+    return Path(os.environ[MODEL_ENV]) if os.environ.get(MODEL_ENV) else DEFAULT_MODEL
 
 
 def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:

@@ -6,7 +6,10 @@ GET /input.png       the 28×28 image the model was given for the latest frame
 GET /api/latest      the latest result: one `edge-classify --json` object plus timings, fps, frame number
 GET /api/events      the same as Server-Sent Events, one per classified frame
 POST /api/classify   body = an image file → that JSON for it (never written to disk)
-GET /healthz         {"ok": true, ...}
+GET /healthz         {"ok": true, ...} (without a token on a network address: only {"ok": true})
+
+Bound to any address but loopback, every other path needs the token (edge_runtime.serve_auth) and
+answers 401 JSON without it.
 
 Standard library only (http.server). One thread per connection, at most MAX_CONNECTIONS at once
 (more get 503 at once); uploads are classified by a pool of UPLOAD_WORKERS classifiers, and a request
@@ -20,6 +23,7 @@ import io
 import json
 import queue
 import signal
+import socket
 import sys
 import threading
 import time
@@ -36,6 +40,7 @@ from .camera import FrameSource, frame_to_picture, open_source
 from .classifier import Classifier, json_answer
 from .decode import decode_image
 from .errors import EdgeError
+from .serve_auth import REFUSAL, Access, Decision, Gate, notice, url_query
 from .timing import classify_timed
 
 MAX_BODY_BYTES = 16 * 1024 * 1024     # larger uploads get 413 before their body is read
@@ -45,6 +50,7 @@ UPLOAD_WAIT_S = 5.0                   # how long an upload may wait for a free c
 STREAM_WIDTH = 480                    # frames are sent at most this wide (JPEG encoding costs CPU)
 FPS_WINDOW = 30                       # frames behind the shown frames-per-second
 VIDEO_FILE_FPS = 30.0                 # a video file is played at most this fast, like a camera (not flat out)
+REOPEN_MAX_WAIT_S = 10.0              # longest wait between two tries to reopen a lost camera or stream
 PAGE = Path(__file__).with_name("serve_page.html")
 
 
@@ -101,7 +107,9 @@ def _ms(seconds: dict[str, float]) -> dict[str, float]:
 
 class CaptureLoop(threading.Thread):
     """Reads frames, classifies each with its own classifier, and publishes the result. A video file
-    starts again at its end (a demo loops); a camera or stream that drops is reopened with a wait."""
+    starts again at its end (a demo loops); a camera or stream that drops is reopened for as long as the
+    server runs (a service outlives an unplugged camera), waiting 1 s, 2 s, 4 s … up to REOPEN_MAX_WAIT_S
+    between tries, so a long outage costs a log line every few seconds, not every second."""
 
     def __init__(self, classifier: Classifier, source: str, live: Live, top_k: int, threshold: float | None,
                  opener: Callable[[str], FrameSource] = open_source, err: TextIO | None = None) -> None:
@@ -113,6 +121,8 @@ class CaptureLoop(threading.Thread):
         self.frames = 0
         self.src: FrameSource | None = opener(source)     # fails here, before the server starts
         self._times: deque[float] = deque(maxlen=FPS_WINDOW)
+        self._tries = 0                                   # reopen tries since the last frame
+        self._lost_at = 0.0
 
     def fps(self) -> float:
         t = self._times
@@ -130,6 +140,10 @@ class CaptureLoop(threading.Thread):
                 if frame is None:
                     self._reopen()
                     continue
+                if self._tries:
+                    print(f"{self.source}: frames again after {time.monotonic() - self._lost_at:.0f} s "
+                          f"({self._tries} tries)", file=self.err, flush=True)
+                    self._tries = 0
                 picture = frame_to_picture(frame)
                 timed = classify_timed(self.classifier, picture, self.top_k, decode_s=time.perf_counter() - t_read)
                 self.frames += 1
@@ -149,13 +163,16 @@ class CaptureLoop(threading.Thread):
             self.src.close()
             self.src = None
         if live:
-            print(f"{self.source}: no frame; reopening in 1 s", file=self.err)
-            self.stop.wait(1.0)
+            if self._tries == 0:
+                self._lost_at = time.monotonic()
+            self._tries += 1
+            wait = min(2.0 ** (self._tries - 1), REOPEN_MAX_WAIT_S)
+            print(f"{self.source}: no frame; reopening in {wait:g} s (try {self._tries})", file=self.err, flush=True)
+            self.stop.wait(wait)
         try:
             self.src = self.opener(self.source)
-        except EdgeError as e:
-            print(str(e), file=self.err)
-            self.stop.wait(1.0)
+        except EdgeError as e:          # the next pass waits longer
+            print(str(e), file=self.err, flush=True)
 
 
 class Server(ThreadingHTTPServer):
@@ -165,7 +182,8 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 64               # the listen backlog: 20 clients connecting at once must not be reset
 
     def __init__(self, address, model_path: Path, top_k: int, threshold: float | None, live: Live | None,
-                 capture: CaptureLoop | None, threads: int = 1, verify: bool = True) -> None:
+                 capture: CaptureLoop | None, threads: int = 1, verify: bool = True,
+                 token: str | None = None) -> None:
         self.top_k, self.threshold, self.live, self.capture = top_k, threshold, live, capture
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.classifiers: queue.Queue[Classifier] = queue.Queue()
@@ -174,6 +192,7 @@ class Server(ThreadingHTTPServer):
         self.page = PAGE.read_bytes()
         self.closing = threading.Event()
         super().__init__(address, Handler)
+        self.gate = Gate(token, self.server_address[1])
 
     def handle_error(self, request, client_address):
         # A client that went away mid-answer (a closed tab, a test done reading) is not a server error.
@@ -208,6 +227,23 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):    # noqa: A002 (the base class's name): quiet by default
         pass
 
+    # --- the token (edge_runtime.serve_auth), before any route sees the request ------------------------
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        self.auth: Decision = self.server.gate.decide(self.path, self.headers)
+        if not self.auth.allowed:        # the body of a POST is never read: the connection closes
+            self._json(401, {"error": REFUSAL, "status": 401},
+                       {"WWW-Authenticate": 'Bearer realm="edge-classify"', "Connection": "close"})
+            self.close_connection = True
+        return self.auth.allowed
+
+    def end_headers(self) -> None:
+        if getattr(self, "auth", None) is not None and self.auth.set_cookie:
+            self.send_header("Set-Cookie", self.auth.set_cookie)
+        self.send_header("Referrer-Policy", "no-referrer")     # a token in the URL goes nowhere else
+        super().end_headers()
+
     # --- helpers ---------------------------------------------------------------------------------------
     def _send(self, status: int, body: bytes, content_type: str, extra: dict | None = None) -> None:
         self.send_response(status)
@@ -235,8 +271,10 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, self.server.page, "text/html; charset=utf-8")
         if path == "/healthz":
             cap = self.server.capture
+            if not self.auth.authorized:     # a camera URL may hold a password: say only that it is up
+                return self._json(200, {"ok": True})
             return self._json(200, {"ok": True, "camera": cap.source if cap else None,
-                                    "frames": cap.frames if cap else 0})
+                                    "frames": cap.frames if cap else 0, "threshold": self.server.threshold})
         if path == "/api/latest":
             if live is None or live.result is None:
                 return self._json(404 if live is None else 503,
@@ -314,16 +352,17 @@ class Handler(BaseHTTPRequestHandler):
 
 def start(model_path: Path, address: tuple[str, int], *, camera: str | None = None, top_k: int = 3,
           threshold: float | None = None, threads: int = 1, verify: bool = True,
-          opener: Callable[[str], FrameSource] = open_source) -> Server:
+          opener: Callable[[str], FrameSource] = open_source, token: str | None = None) -> Server:
     """Open the camera (if any), bind the server and start the capture thread; serve with
-    `server.serve_forever()` and stop with `stop(server)`."""
+    `server.serve_forever()` and stop with `stop(server)`. With a `token`, every request but /healthz
+    must carry it (None: anyone who can connect may use it)."""
     live = capture = None
     if camera is not None:
         live = Live()
         capture = CaptureLoop(Classifier(model_path, num_threads=threads, verify=verify), camera, live, top_k,
                               threshold, opener)
     try:
-        server = Server(address, Path(model_path), top_k, threshold, live, capture, threads, verify)
+        server = Server(address, Path(model_path), top_k, threshold, live, capture, threads, verify, token)
     except OSError as e:
         if capture is not None and capture.src is not None:
             capture.src.close()
@@ -344,16 +383,21 @@ def stop(server: Server) -> None:
 
 
 def run(model_path: Path, address: tuple[str, int], *, camera: str | None, top_k: int, threshold: float | None,
-        threads: int, verify: bool, out: TextIO | None = None) -> int:
-    """The `--serve` command: serve until Ctrl-C or SIGTERM, then shut down cleanly; exit status."""
+        threads: int, verify: bool, access: Access | None = None, out: TextIO | None = None) -> int:
+    """The `--serve` command: serve until Ctrl-C or SIGTERM, then shut down cleanly; exit status.
+    `access` is serve_auth.resolve's rule (None: open, as on loopback)."""
     out = out or sys.stdout
+    access = access or Access(None, "loopback")
     server = start(model_path, address, camera=camera, top_k=top_k, threshold=threshold, threads=threads,
-                   verify=verify)
+                   verify=verify, token=access.token)
     host, port = server.server_address[:2]
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    everywhere = host in ("0.0.0.0", "")
+    shown = "127.0.0.1" if everywhere else host
     print(f"edge-classify: serving {Path(model_path).name}" + (f" on camera {camera}" if camera else "")
-          + f": open http://{shown}:{port}/" + (" (listening on all interfaces)" if host == "0.0.0.0" else ""),
+          + f": open http://{shown}:{port}/{url_query(access)}" + (" (listening on all interfaces)" if everywhere else ""),
           file=out, flush=True)
+    for line in notice(access, socket.gethostname() if everywhere else shown, port):
+        print(f"edge-classify: {line}", file=out, flush=True)
     stopping = threading.Event()
 
     def on_signal(signum, frame):

@@ -207,6 +207,17 @@ def cmd_compat(args) -> int:
     return 0
 
 
+def cmd_bundle(args) -> int:
+    from . import bundle
+    extras = [e.strip() for e in args.extras.split(",") if e.strip()] if args.extras else None
+    archive = bundle.build(Path(args.release), Path(args.dist), with_wheels=args.with_wheels, target=args.target,
+                           extras=extras, log=lambda m: print(m, file=sys.stderr, flush=True))
+    lines = bundle.describe(archive)
+    print("\n".join(lines))
+    print(f"{archive}: {archive.stat().st_size:,} bytes, {len(lines)} files")
+    return 0
+
+
 def tune_doc() -> str:
     from . import tune, tune_space
     return (tune.__doc__ + "\nSearch space: " + "; ".join(f"{k} {v}" for k, v in tune_space.SPACE.items())
@@ -308,6 +319,19 @@ def main(argv=None) -> int:
                    help="only these (default: all): ours = LiteRT + onnxruntime, local = OpenCV of this venv")
     p.add_argument("--readme", help="also put the table between the compat markers of this README")
     p.set_defaults(func=cmd_compat)
+    p = sub.add_parser("bundle", help="one file for the device: edge_runtime as a wheel (no pipeline, no TensorFlow), "
+                                      "the release's int8 models, manifest.json, labels.txt and install.sh → dist/")
+    p.add_argument("--release", default="exported", help="release folder (default: exported)")
+    p.add_argument("--dist", default="dist", help="where the bundle is written (default: dist)")
+    p.add_argument("--with-wheels", action="store_true",
+                   help="also every wheel the device needs (numpy, pillow, ai-edge-litert, onnxruntime, OpenCV and "
+                        "their dependencies, this venv's versions) for --target: install.sh then needs no network")
+    p.add_argument("--target", default="aarch64-cp311",
+                   help="with --with-wheels: aarch64-cp311 (64-bit Raspberry Pi OS bookworm, the default) or x86_64-cp311")
+    p.add_argument("--extras", metavar="E1,E2",
+                   help="with --with-wheels: the wheels of these extras only (default: all the device extras: "
+                        "tflite,onnx,camera and heic where pyproject.toml has it)")
+    p.set_defaults(func=cmd_bundle)
     p = sub.add_parser("pngs", help="write the official images as PNG files, one folder per class")
     p.add_argument("out", help="output folder")
     p.add_argument("--split", choices=["test", "train"], default="test")

@@ -55,6 +55,23 @@ def exported_models_dir() -> Path | None:
     return None
 
 
+def garment_video(path: Path, classes: tuple[int, ...] = (1, 8), hold: int = 15, turns: int = 4) -> Path:
+    """An MJPG .avi at 30 fps: a dataset garment of each of `classes` in turn (trousers, bags), drawn dark on a
+    light 320×240 frame, `hold` frames each, `turns` times round. Needs OpenCV."""
+    import cv2
+
+    images, labels = fashion_mnist("t10k", 200)
+    picks = [images[np.flatnonzero(labels == c)[0]] for c in classes]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (320, 240))
+    for k in range(turns * len(classes) * hold):
+        frame = np.full((240, 320, 3), 235, np.uint8)
+        garment = cv2.resize(255 - picks[(k // hold) % len(classes)], (200, 200), interpolation=cv2.INTER_CUBIC)
+        frame[20:220, 60:260] = np.minimum(frame[20:220, 60:260], garment[..., None])
+        writer.write(frame)
+    writer.release()
+    return path
+
+
 _built: dict[str, Path] = {}
 
 

@@ -16,9 +16,9 @@ from edge_runtime.cli import main
 from edge_runtime.errors import EdgeError
 
 try:
-    from edge_models import REPO, build_once, fashion_mnist
+    from edge_models import REPO, build_once, fashion_mnist, garment_video
 except ImportError:  # tests/ collected as a package
-    from tests.edge_models import REPO, build_once, fashion_mnist
+    from tests.edge_models import REPO, build_once, fashion_mnist, garment_video
 
 cv2 = pytest.importorskip("cv2")
 FRAMES = 24
@@ -185,3 +185,49 @@ def test_collect_is_rate_limited():
             now[0] = t
             saved.append(c.offer(frame) is not None)
         assert saved == [True, False, False, True, False, True]
+
+
+# --- a real stream that goes away and comes back (the service's case) --------------------------------
+
+def test_served_camera_reconnects_to_a_real_stream_that_ends_and_comes_back(models, tmp_path, capfd):
+    """The live view of a Pi that reads another device's MJPEG stream (our own /stream.mjpg, a real HTTP
+    stream read by OpenCV/FFmpeg): the source server stops, the capture loop backs off and keeps trying,
+    the source comes back on the same port, and frames flow again without a restart."""
+    import threading
+    import time
+
+    from edge_runtime import serve
+
+    clip = garment_video(tmp_path / "clip.avi")
+    model = models / "model_int8.tflite"
+
+    def source_server(port: int):
+        srv = serve.start(model, ("127.0.0.1", port), camera=str(clip))
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+        return srv
+
+    def wait(ok, timeout=30.0):
+        t0 = time.monotonic()
+        while not ok():
+            assert time.monotonic() - t0 < timeout, "timed out"
+            time.sleep(0.05)
+
+    upstream = source_server(0)
+    port = upstream.server_address[1]
+    viewer = serve.start(model, ("127.0.0.1", 0), camera=f"http://127.0.0.1:{port}/stream.mjpg")
+    threading.Thread(target=viewer.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    try:
+        wait(lambda: viewer.capture.frames > 10)
+        serve.stop(upstream)                                   # the camera goes away
+        wait(lambda: "no frame; reopening in 2 s (try 2)" in capfd.readouterr().err)
+        stalled = viewer.capture.frames
+        time.sleep(0.5)
+        assert viewer.capture.frames == stalled                 # nothing is classified while it is gone
+        upstream = source_server(port)                          # and comes back on the same address
+        wait(lambda: viewer.capture.frames > stalled + 10)
+        assert viewer.capture.is_alive()
+    finally:
+        serve.stop(viewer)
+        serve.stop(upstream)
+    err = capfd.readouterr().err
+    assert "frames again after" in err

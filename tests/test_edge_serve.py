@@ -24,9 +24,11 @@ from edge_runtime import serve
 from edge_runtime.classifier import Classifier
 
 try:
-    from edge_models import REPO, build_once, fashion_mnist
+    import browser
+    from edge_models import REPO, build_once, fashion_mnist, garment_video
 except ImportError:  # tests/ collected as a package
-    from tests.edge_models import REPO, build_once, fashion_mnist
+    from tests import browser
+    from tests.edge_models import REPO, build_once, fashion_mnist, garment_video
 
 cv2 = pytest.importorskip("cv2")
 CLASSES = (1, 8)            # the video alternates trousers and bags, so the label changes
@@ -41,17 +43,7 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def video(tmp_path_factory) -> Path:
     """An MJPG .avi: dataset trousers and bags drawn dark on a light 320×240 frame, in turn."""
-    images, labels = fashion_mnist("t10k", 200)
-    picks = [images[np.flatnonzero(labels == c)[0]] for c in CLASSES]
-    path = tmp_path_factory.mktemp("serve-video") / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (320, 240))
-    for k in range(4 * HOLD):
-        frame = np.full((240, 320, 3), 235, np.uint8)
-        garment = cv2.resize(255 - picks[(k // HOLD) % 2], (200, 200), interpolation=cv2.INTER_CUBIC)
-        frame[20:220, 60:260] = np.minimum(frame[20:220, 60:260], garment[..., None])
-        writer.write(frame)
-    writer.release()
-    return path
+    return garment_video(tmp_path_factory.mktemp("serve-video") / "clip.avi", CLASSES, HOLD)
 
 
 @pytest.fixture(scope="module")
@@ -235,26 +227,18 @@ def test_serve_needs_a_usable_address(models, capsys):
     assert "expected [HOST:]PORT" in capsys.readouterr().err
 
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
 @pytest.mark.slow
 def test_page_in_a_real_browser_shows_a_changing_label_and_classifies_an_upload(server, tmp_path):
     """Headless Chromium (Debian's) opens the page, waits for the label to appear and change, uploads a
     photo through the page, and saves a screenshot ($FASHION_EDGE_SCREENSHOT: also there)."""
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (make test installs it)")
     photo = tmp_path / "trouser.png"
     images, labels = fashion_mnist("t10k", 50)
     Image.fromarray(images[np.flatnonzero(labels == 1)[0]]).resize((160, 160)).convert("RGB").save(photo)
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     t0 = time.monotonic()
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        page = browser.new_page(viewport={"width": 1100, "height": 640})
+    with browser.sync_playwright() as p:
+        chromium = browser.launch(p)
+        page = chromium.new_page(viewport={"width": 1100, "height": 640})
         page.goto(url)
         page.wait_for_function("document.getElementById('label').textContent !== '–'", timeout=20000)
         first = page.inner_text("#label")
@@ -266,7 +250,7 @@ def test_page_in_a_real_browser_shows_a_changing_label_and_classifies_an_upload(
         page.wait_for_function("document.getElementById('input').naturalWidth === 28", timeout=10000)
         shot = tmp_path / "serve.png"
         page.screenshot(path=str(shot))
-        browser.close()
+        chromium.close()
     print(f"\n  [serve] browser test {time.monotonic() - t0:.1f} s, screenshot {shot}")
     assert Image.open(shot).size == (1100, 640)
     if os.environ.get("FASHION_EDGE_SCREENSHOT"):

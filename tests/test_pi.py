@@ -1,13 +1,14 @@
-"""Raspberry Pi proof: the device runtime on an emulated arm64 Debian bookworm gives the x86 answers.
+"""Raspberry Pi proof: the offline device bundle, installed on an emulated arm64 Debian bookworm, gives the x86 answers.
 
 Runs scripts/pi_check.py (the same check as `make pi-check`): a cached arm64 root under build/pi-root
-(built on first use: debootstrap + qemu-user-static, about 3 minutes; about 45 s once cached), the aarch64
-wheels of numpy/pillow/ai-edge-litert/onnxruntime, and `python -m edge_runtime --json` on 200 test PNGs
-with exported/model_int8.{tflite,onnx}, emulated as a Cortex-A72 (Pi 4) and a Cortex-A76 (Pi 5).
+(built on first use: debootstrap + qemu-user-static, about 3 minutes), the offline bundle of the release
+(`make bundle-offline`: the edge_runtime wheel and the aarch64 wheels) installed in it by its install.sh with
+no network, then the installed `edge-classify` on a photo and on 200 test PNGs with
+model_int8.{tflite,onnx}, emulated as a Cortex-A72 (Pi 4) and a Cortex-A76 (Pi 5).
 
 Skipped only when this machine cannot run qemu/debootstrap at all (not root, no apt-get to install them,
-no mount namespaces, not x86-64); an uncached root is built, not skipped. PI_CHECK_MODEL_DIR points it
-at another model folder (default: exported/).
+no namespaces or binfmt_misc for them, not x86-64); an uncached root is built, not skipped.
+PI_CHECK_MODEL_DIR points it at another model folder (default: exported/).
 """
 
 from __future__ import annotations
@@ -42,3 +43,5 @@ def test_arm64_answers_match_x86():
     print(res.stdout)
     assert res.returncode == 0, f"pi-check failed (exit {res.returncode}):\n{res.stdout[-6000:]}"
     assert "OK: all 200 top-1 answers identical" in res.stdout, res.stdout[-3000:]
+    assert "network inside the root: only lo" in res.stdout and "installed with the bundle's install.sh" in res.stdout
+    assert "photo: `edge-classify /opt/pi-check/photo_" in res.stdout
