@@ -83,7 +83,7 @@ def measure(folder: Path, *, build_dir: Path | None = None, calls: int = 2000, k
                                        camera_frames=300)
         stages, camera = fresh["stages"], fresh["camera"]
 
-    progress("memory and cold start in device venvs (build/device-venvs: pip install .[tflite] / .[onnx])")
+    progress("memory and cold start in device venvs (build/device-venvs: the device wheel + tflite / onnx)")
     for n, figures in memory.installed_figures(folder, names, cold_repeats, log=progress).items():
         rows[n]["device"] = figures
     device = (memory.device_memory(folder, repeats=cold_repeats, pinned=pinned, log=progress)

@@ -1,5 +1,5 @@
-"""What a device pays in memory, measured in fresh venvs that hold only the device install (numpy, Pillow
-and one backend: `pip install .[tflite]` or `.[onnx]`, no TensorFlow), under build/device-venvs/.
+"""What a device pays in memory, measured in fresh venvs that hold only the device install (the bundle's
+edge_runtime wheel with numpy, Pillow and one backend, no TensorFlow), under build/device-venvs/.
 
 - peak RSS: the high-water mark (VmHWM) of `edge-classify --model M photo.jpg`, start to exit;
 - model memory: the RSS a process gains from loading the model and running its first inference (after
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -89,14 +88,6 @@ def _package_digest() -> str:
     return h.hexdigest()[:16]
 
 
-def _stage_package(dest: Path) -> Path:
-    """The device install's source: pyproject, README and edge_runtime only (what a device bundle holds)."""
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / name, dest / name)
-    shutil.copytree(ROOT / "edge_runtime", dest / "edge_runtime", ignore=shutil.ignore_patterns("__pycache__"))
-    return dest
-
-
 def _pip(python: Path, *args: str, what: str) -> None:
     done = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args],
                           capture_output=True, text=True)
@@ -106,23 +97,25 @@ def _pip(python: Path, *args: str, what: str) -> None:
 
 
 def device_venv(backend: str, log=print) -> Path:
-    """The python of build/device-venvs/<backend>: `pip install .[<backend>]` of today's edge_runtime alone.
-    Made once; the package is reinstalled (without its dependencies) when the runtime's code changes."""
+    """The python of build/device-venvs/<backend>: the device wheel of `make bundle` (edge_runtime alone) installed
+    with its <backend> extra, as the bundle's install.sh does. Made once; the wheel is reinstalled (without its
+    dependencies) when the runtime's code changes."""
+    from pipeline import bundle
     folder = VENV_ROOT / backend
     python = folder / "bin" / "python"
     deps_stamp, code_stamp = folder / ".extra", folder / ".package"
     fresh = not (python.exists() and deps_stamp.is_file() and deps_stamp.read_text() == backend)
     if not fresh and code_stamp.is_file() and code_stamp.read_text() == _package_digest():
         return python
-    with tempfile.TemporaryDirectory(prefix="device-package-") as tmp:
-        src = _stage_package(Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="device-wheel-") as tmp:
+        wheel = bundle.build_wheel(Path(tmp) / "dist", Path(tmp))
         if fresh:
-            log(f"creating {folder}: pip install .[{backend}] (the device install, no TensorFlow)")
+            log(f"creating {folder}: the device wheel with its {backend} extra (no TensorFlow)")
             subprocess.run([sys.executable, "-m", "venv", "--clear", str(folder)], check=True)
-            _pip(python, f"{src}[{backend}]", what=f"{folder}")
+            _pip(python, f"{wheel}[{backend}]", what=f"{folder}")
             deps_stamp.write_text(backend)
         else:
-            _pip(python, "--no-deps", "--force-reinstall", str(src), what=f"{folder}")
+            _pip(python, "--no-deps", "--force-reinstall", str(wheel), what=f"{folder}")
     code_stamp.write_text(_package_digest())
     return python
 

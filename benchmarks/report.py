@@ -87,8 +87,8 @@ def machine_markdown(results: dict) -> list[str]:
         "`model.predict`; b1 bare = the interpreter alone on a tensor of the model's own type; b64 = batches of 64. "
         f"{s['calls_b1']:,} edge / {s['keras_calls_b1']:,} Keras calls, round-robin in {s['rounds']} rounds.",
         "- cold start (process start to the first answer), peak RSS (VmHWM of `edge-classify --model M photo.jpg`) and "
-        "model memory (RSS gained by loading the model and its first inference) in device venvs with only "
-        "`pip install .[tflite]` or `.[onnx]`, medians of "
+        "model memory (RSS gained by loading the model and its first inference) in device venvs holding only "
+        "the device wheel (`make bundle`) with its `tflite` or `onnx` extra, medians of "
         f"{s['cold_repeats']} fresh processes.",
         f"- Whole run: {results['wall_s']:.0f} s.",
         "",
