@@ -58,7 +58,10 @@ def learning_curves(history: dict, path: Path) -> None:
     b.set(title="Accuracy", xlabel="epoch")
     for ax in (a, b):
         ax.grid(alpha=0.3)
-        ax.legend()
+        if len(epochs):
+            ax.legend()
+        else:               # an imported model exported with --no-prune: nothing was trained in this run
+            ax.text(0.5, 0.5, "not trained in this run", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -220,7 +223,8 @@ def write_report(out_dir: Path, manifest: dict, plots: dict[str, Path]) -> Path:
         if (Path(out_dir) / file).exists():
             lines += [section(file, (Path(out_dir) / file).read_text().strip()), ""]
     lines += ["## Plots", ""]
-    titles = {"samples": "Training samples", "curves": "Learning curves (training run)",
+    titles = {"samples": "Training samples",
+              "curves": "Learning curves (the pruning fine-tune)" if imp else "Learning curves (training run)",
               "confusion": "Confusion matrix of the pruned float model on the test set",
               "predictions": "Predictions on test images (green right, red wrong)",
               "reliability": "Reliability diagram (int8 TFLite, test set)"}
