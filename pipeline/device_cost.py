@@ -7,11 +7,15 @@ each block's median, batch 1, one thread, through edge_runtime's Classifier as o
 """
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+
+from . import models
 
 ROUNDS = 20
 CALLS_PER_ROUND = 50
@@ -58,7 +62,7 @@ def release_row(release: Path, x_test: np.ndarray, y_test: np.ndarray) -> dict |
     origin = manifest.get("config", {}).get("origin")
     model = (f"{origin['file']} (imported)" if isinstance(origin, dict) else
              manifest.get("config", {}).get("train", {}).get("model", "?"))
-    return {"row": f"shipped release `{Path(release).name}/` ({model}), int8", "file": str(path),
+    return {"stage": "release", "row": f"shipped release `{Path(release).name}/` ({model}), int8", "file": str(path),
             "accuracy": accuracy(path, x_test, y_test),
             "bytes": path.stat().st_size, "macs": manifest.get("float_reference", {}).get("macs")}
 
@@ -72,3 +76,38 @@ def measure(rows: list[dict], image: np.ndarray) -> list[dict]:
 def public(rows: list[dict]) -> list[dict]:
     """The rows as the manifest keeps them: figures, not paths of this run's staging folder."""
     return [{k: (Path(v).name if k == "file" else v) for k, v in r.items()} for r in rows]
+
+
+def _gzip_bytes(path: Path) -> int:
+    return len(gzip.compress(Path(path).read_bytes(), 9, mtime=0))
+
+
+def rows(cfg, splits, model, pruned, float_acc: float, results: dict, out: Path,
+         log: Callable[[str, str], None]) -> list[dict]:
+    """The manifest's "device_cost": the imported model (`out`/unpruned_float.tflite) → pruned → int8 (the
+    validated artifacts in `out`), beside the release in cfg.keras_model.release, timed together."""
+    def macs(m):
+        return models.macs(m) or None         # a model wrapped as it is has no layers to count
+
+    unpruned = out / "unpruned_float.tflite"
+    table = [{"stage": "imported", "row": f"imported ({cfg.origin['file']}), float32 TFLite", "file": unpruned,
+              "accuracy": accuracy(unpruned, splits.x_test, splits.y_test), "keras_accuracy": round(float_acc, 4),
+              "macs": macs(model)},
+             {"stage": "pruned", "file": out / "model_float.tflite",
+              "row": "pruned, float32 TFLite" if cfg.prune.enabled else "not pruned (--no-prune), float32 TFLite",
+              "accuracy": results["model_float.tflite"]["accuracy"], "macs": macs(pruned)},
+             {"stage": "int8", "row": "int8 TFLite (model_int8.tflite, what the device runs)",
+              "file": out / "model_int8.tflite", "accuracy": results["model_int8.tflite"]["accuracy"],
+              "macs": macs(pruned)}]
+    release = release_row(Path(cfg.keras_model.release), splits.x_test, splits.y_test)
+    if release is None:
+        log("cost", f"no release in {cfg.keras_model.release}/ to set beside the imported model (--compare-with DIR)")
+    else:
+        table.append(release)
+    for r in table:
+        r.update(bytes=Path(r["file"]).stat().st_size, gzip_bytes=_gzip_bytes(Path(r["file"])))
+    log("cost", f"batch-1 latency of {len(table)} models, timed round-robin, one thread")
+    table = measure(table, splits.x_test[0])
+    for r in table:
+        log("cost", f"{r['row']}: accuracy {r['accuracy']:.2%}, {r['bytes']:,} B, {r['latency_us']:.0f} µs")
+    return public(table)

@@ -160,7 +160,9 @@ def run(cfg: Config) -> dict:
     fmnist_only, adapt_info, photo_set = None, None, photos_train.load(cfg)
     if photo_set is None:
         why = ("no real-photos-train folder (--photos-train, $FASHION_EDGE_PHOTOS_TRAIN, ../shared/real-photos-train)"
-               if cfg.photos_train.auto else "training photos not looked for (--no-photos-train, or the profile)")
+               if cfg.photos_train.auto else
+               "an imported model is adapted on real photos only when --photos-train names a folder" if imported else
+               "training photos not looked for (--no-photos-train, or the profile)")
         progress("adapt", f"{why}: the Fashion-MNIST-only model ships")
     else:
         progress("adapt", f"{len(photo_set.paths)} real photos from {photo_set.folder} ({photo_set.counts()}): "
@@ -359,7 +361,7 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
     )
     if imported is not None:
         manifest["import"] = imported.info
-        manifest["device_cost"] = device_cost_rows(cfg, splits, model, pruned, float_acc, results, out)
+        manifest["device_cost"] = device_cost.rows(cfg, splits, model, pruned, float_acc, results, out, progress)
         unpruned_tflite.unlink()
     for file in report.SECTIONS:              # `compare` results stay with the release until re-run
         if (Path(cfg.export_dir) / file).exists():
@@ -378,35 +380,6 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
     report.write_report(out, manifest, plots)
     write_json(out / "manifest.json", manifest)
     return manifest
-
-
-def device_cost_rows(cfg, splits, model, pruned, float_acc: float, results: dict, out: Path) -> list[dict]:
-    """The imported model → pruned → int8, beside the shipped release, timed in this run (device_cost.py)."""
-    def macs(m):
-        n = models.macs(m)
-        return n or None                   # a model wrapped as it is has no layers to count
-
-    file = cfg.origin["file"]
-    rows = [{"row": f"imported ({file}), float32 TFLite", "file": out / "unpruned_float.tflite",
-             "accuracy": device_cost.accuracy(out / "unpruned_float.tflite", splits.x_test, splits.y_test),
-             "keras_accuracy": round(float_acc, 4), "macs": macs(model)},
-            {"row": "pruned" if cfg.prune.enabled else "not pruned (--no-prune)", "file": out / "model_float.tflite",
-             "accuracy": results["model_float.tflite"]["accuracy"], "macs": macs(pruned)},
-            {"row": "int8 (model_int8.tflite, what the device runs)", "file": out / "model_int8.tflite",
-             "accuracy": results["model_int8.tflite"]["accuracy"], "macs": macs(pruned)}]
-    for r in rows:
-        r.update(bytes=Path(r["file"]).stat().st_size, gzip_bytes=gzip_bytes(Path(r["file"])))
-    release = device_cost.release_row(Path(cfg.keras_model.release), splits.x_test, splits.y_test)
-    if release is None:
-        progress("cost", f"no release in {cfg.keras_model.release}/ to set beside the imported model (--compare-with DIR)")
-    else:
-        release["gzip_bytes"] = gzip_bytes(Path(release["file"]))
-        rows.append(release)
-    progress("cost", f"batch-1 latency of {len(rows)} models, timed round-robin, one thread")
-    rows = device_cost.measure(rows, splits.x_test[0])
-    for r in rows:
-        progress("cost", f"{r['row']}: accuracy {r['accuracy']:.2%}, {r['bytes']:,} B, {r['latency_us']:.0f} µs")
-    return device_cost.public(rows)
 
 
 def measure_photos(out: Path, manifest: dict, dev: Path | None, fmnist_only: Path | None = None) -> None:

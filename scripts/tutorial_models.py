@@ -176,12 +176,43 @@ def test_accuracy(name: str, path: Path) -> float:
     return float((np.asarray(model.predict(xs, batch_size=1024, verbose=0)).argmax(1) == yt).mean())
 
 
+def table(root: Path) -> str:
+    """The docs' table from the manifests of `root`/<name>/ (each tutorial exported with --keras-model)."""
+    import json
+    lines = ["| tutorial model | file (saved by) | imported float | pruned float | int8 | int8 bytes | MACs | "
+             "int8 latency (µs) | release int8 latency (µs) (ratio) | gate: largest drop / lowest agreement | first 1,000 right |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for name, t in TUTORIALS.items():
+        path = root / name / "manifest.json"
+        if not path.is_file():
+            lines.append(f"| {t.title} | not exported | | | | | | | | | |")
+            continue
+        m = json.loads(path.read_text())
+        imp, ref = m["import"], m["float_reference"]
+        i8 = next(a for a in m["artifacts"] if a["file"] == "model_int8.tflite")
+        worst = min((a for a in m["artifacts"]), key=lambda a: a["agreement_with_float"])
+        drop = max((ref["accuracy"] - a["accuracy"]) * 100 for a in m["artifacts"])
+        cost = {r.get("stage", r["row"].split(" ")[0]): r for r in m["device_cost"]}
+        release = cost.get("release") or next((r for r in m["device_cost"] if r["row"].startswith("shipped")), None)
+        lines.append(
+            f"| {t.title} | `{imp['file']}` ({imp['saved_by']}) | {imp['float_accuracy']:.2%} | {ref['accuracy']:.2%} | "
+            f"{i8['accuracy']:.2%} | {i8['bytes']:,} | {ref['macs'] / 1e6:.2f} M | {cost['int8']['latency_us']:.0f} | "
+            f"{release['latency_us']:.0f} ({cost['int8']['latency_us'] / release['latency_us']:.2f}×) | {'passed' if m['gate']['passed'] else 'FAILED'}: {drop:.2f} pp / "
+            f"{worst['agreement_with_float']:.2%} | {i8['correct_first_1000']} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("build/tutorials"), help="where the models go (default build/tutorials)")
     p.add_argument("--only", nargs="+", choices=list(TUTORIALS), help="only these tutorials")
     p.add_argument("--epochs", type=int, help="override every tutorial's epochs (at least 5 for the docs' table)")
+    p.add_argument("--table", type=Path, metavar="DIR",
+                   help="print instead the markdown table of DIR/<name>/manifest.json (their --keras-model exports)")
     args = p.parse_args(argv)
+    if args.table:
+        print(table(args.table))
+        return 0
     for name in args.only or TUTORIALS:
         t0 = time.perf_counter()
         path = train_and_save(name, args.out / name, args.epochs, verbose=2)

@@ -202,7 +202,7 @@ def test_tutorial_model_exports_through_the_gate_and_edge_classify_agrees(name, 
     assert manifest["input"]["normalization"] == {"mean": mean, "std": std}
     assert manifest["pruning"]["measured_sparsity"] >= 0.49
     rows = manifest["device_cost"]
-    assert [r["row"].split(" ")[0] for r in rows[:3]] == ["imported", "pruned", "int8"]
+    assert [r["stage"] for r in rows] == ["imported", "pruned", "int8", "release"]
     assert all(r["latency_us"] > 0 and r["bytes"] > 0 for r in rows)
     assert rows[2]["bytes"] < rows[1]["bytes"] / 3                      # int8 vs float32
     report = (out / "report.md").read_text()
