@@ -192,13 +192,22 @@ def table(root: Path) -> str:
         i8 = next(a for a in m["artifacts"] if a["file"] == "model_int8.tflite")
         worst = min((a for a in m["artifacts"]), key=lambda a: a["agreement_with_float"])
         drop = max((ref["accuracy"] - a["accuracy"]) * 100 for a in m["artifacts"])
-        cost = {r.get("stage", r["row"].split(" ")[0]): r for r in m["device_cost"]}
-        release = cost.get("release") or next((r for r in m["device_cost"] if r["row"].startswith("shipped")), None)
+        cost = {r["stage"]: r for r in m["device_cost"]}
+        release = cost["release"]
         lines.append(
             f"| {t.title} | `{imp['file']}` ({imp['saved_by']}) | {imp['float_accuracy']:.2%} | {ref['accuracy']:.2%} | "
             f"{i8['accuracy']:.2%} | {i8['bytes']:,} | {ref['macs'] / 1e6:.2f} M | {cost['int8']['latency_us']:.0f} | "
             f"{release['latency_us']:.0f} ({cost['int8']['latency_us'] / release['latency_us']:.2f}×) | {'passed' if m['gate']['passed'] else 'FAILED'}: {drop:.2f} pp / "
             f"{worst['agreement_with_float']:.2%} | {i8['correct_first_1000']} |")
+    lines += ["", "| tutorial model | imported, float32 TFLite: bytes / µs | pruned, float32: gzip bytes | int8: bytes / µs | "
+              "release int8 (same run): bytes / µs |", "|---|---:|---:|---:|---:|"]
+    for name, t in TUTORIALS.items():
+        path = root / name / "manifest.json"
+        if path.is_file():
+            cost = {r["stage"]: r for r in json.loads(path.read_text())["device_cost"]}
+            im, pr, i8, rel = (cost[k] for k in ("imported", "pruned", "int8", "release"))
+            lines.append(f"| {t.title} | {im['bytes']:,} / {im['latency_us']:.0f} | {pr['gzip_bytes']:,} | "
+                         f"{i8['bytes']:,} / {i8['latency_us']:.0f} | {rel['bytes']:,} / {rel['latency_us']:.0f} |")
     return "\n".join(lines)
 
 
