@@ -219,6 +219,8 @@ def check(cfg: Config) -> None:
         problems.append(f"--photos-epochs must be at least 1 and --photos-variants at least 0 "
                         f"(got {a.epochs}, {a.variants})")
     if k.path is not None:
+        if not Path(k.path).exists():
+            problems.append(f"--keras-model {k.path}: no such file or folder")
         if k.input_scale is not None and k.normalization is not None:
             problems.append("give --input-scale or --normalization, not both")
         if k.input_scale is not None and not k.input_scale > 0:
