@@ -27,12 +27,12 @@ from .errors import ModelError
 from .train import cache_key as train_cache_key
 from .train import standardize
 
-FORMATS = {
+FORMATS = {      # format → what it is (the Keras that wrote it is said beside it, from the file)
     "keras3": "Keras 3 .keras archive",
-    "keras3-h5": "HDF5 saved by Keras 3",
-    "keras2-h5": "HDF5 saved by Keras 2 / tf_keras",
-    "keras2-savedmodel": "SavedModel saved by Keras 2 / tf_keras",
-    "savedmodel": "SavedModel without Keras metadata",
+    "keras3-h5": "HDF5 file (Keras 3's legacy format)",
+    "keras2-h5": "HDF5 file",
+    "keras2-savedmodel": "SavedModel folder with Keras metadata",
+    "savedmodel": "SavedModel folder without Keras metadata",
 }
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # What the model's pixels could be besides what was assumed: tried when the accuracy is near chance, so the
