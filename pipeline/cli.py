@@ -12,6 +12,14 @@ from .config import PROFILES, make_config, without_pruning
 from .errors import ConfigError, PipelineError
 
 
+def mean_std(value: str) -> list[float]:
+    """'MEAN,STD' → [mean, std] (argparse names this function in its error)."""
+    parts = value.split(",")
+    if len(parts) != 2:
+        raise ValueError(value)
+    return [float(v) for v in parts]
+
+
 def _common(p: argparse.ArgumentParser, epochs: bool = True) -> None:
     p.add_argument("--profile", default="default", choices=list(PROFILES),
                    help="training profile: default (fits `make export` in 30 min on 2 cores), "
@@ -24,8 +32,9 @@ def _common(p: argparse.ArgumentParser, epochs: bool = True) -> None:
                        help="training epochs (export: before pruning; the schedule then runs --prune-epochs more)")
     p.add_argument("--batch-size", dest="train.batch_size", type=int)
     p.add_argument("--lr", dest="train.lr", type=float, help="peak learning rate")
-    p.add_argument("--optimizer", dest="train.optimizer", choices=["sgd", "adam"],
-                   help="sgd: Nesterov, warm-up + cosine (the recipe); adam: the seeds' tutorial way")
+    p.add_argument("--optimizer", dest="train.optimizer", choices=["sgd", "adam", "adam-cosine"],
+                   help="sgd: Nesterov, warm-up + cosine (the recipe); adam: the seeds' tutorial way; adam-cosine: "
+                        "Adam on the cosine schedule (an imported model's fine-tune)")
     p.add_argument("--no-augment", dest="train.augment", action="store_const", const=False,
                    help="train without the pad-and-crop + flip augmentation")
     p.add_argument("--photo-augment", dest="train.photo_augment", type=float, metavar="SHARE",
@@ -68,6 +77,8 @@ def _config(args):
     overrides = _overrides(args)
     if getattr(args, "trial", None) and not getattr(args, "from_tune", None):
         raise ConfigError("--trial needs --from-tune DIR")
+    if getattr(args, "from_tune", None) and overrides.get("keras_model.path"):
+        raise ConfigError("--from-tune and --keras-model each name the model to export: give one")
     if getattr(args, "from_tune", None):
         from . import tune_space
         result = tune_space.read_result(args.from_tune)
@@ -111,8 +122,12 @@ def cmd_export(args) -> int:
     manifest = export.run(cfg)
     summary = {a["file"]: {"bytes": a["bytes"], "accuracy": a["accuracy"], "agreement": a["agreement_with_float"]}
                for a in manifest["artifacts"]}
-    print(json.dumps({"export_dir": cfg.export_dir, "float_accuracy": manifest["float_reference"]["accuracy"],
-                      "sparsity": manifest["pruning"]["measured_sparsity"], "artifacts": summary}, indent=1))
+    out = {"export_dir": cfg.export_dir, "float_accuracy": manifest["float_reference"]["accuracy"],
+           "sparsity": manifest["pruning"]["measured_sparsity"], "artifacts": summary}
+    if "import" in manifest:
+        out["imported"] = {"file": manifest["import"]["file"], "float_accuracy": manifest["import"]["float_accuracy"],
+                           "max_abs_diff": manifest["import"]["proof"]["max_abs_diff"]}
+    print(json.dumps(out, indent=1))
     return 0
 
 
@@ -257,6 +272,25 @@ def main(argv=None) -> int:
     p.add_argument("--from-tune", metavar="DIR", help="export a trial of `python -m pipeline tune --out DIR` with the "
                                                     "full schedule: --trial ID, else the most accurate on its Pareto front")
     p.add_argument("--trial", metavar="ID", help="with --from-tune: which trial (its trial_id in DIR/tune.json)")
+    g = p.add_argument_group("bring your own model (--keras-model)")
+    g.add_argument("--keras-model", dest="keras_model.path", metavar="PATH",
+                   help="export YOUR Fashion-MNIST model instead of training ours: a Keras 3 .keras file, an HDF5 .h5 "
+                        "(saved by Keras 2 / tf_keras or Keras 3) or a SavedModel folder. It must take one 28x28 image "
+                        "(with or without the channel axis) and give 10 scores (softmax or logits). It is rebuilt in "
+                        "tf_keras, proven equal to the file on the test images, pruned (--prune-epochs of Adam "
+                        "fine-tuning), quantized and gated like ours")
+    g.add_argument("--input-scale", dest="keras_model.input_scale", type=float, metavar="S",
+                   help="the model takes pixel * S (1: raw 0..255 pixels). Default: what the model's own Rescaling or "
+                        "Normalization layer says, else pixel / 255")
+    g.add_argument("--normalization", dest="keras_model.normalization", metavar="MEAN,STD",
+                   type=mean_std,
+                   help="the model takes (pixel/255 - MEAN) / STD, e.g. 0.2860,0.3530")
+    g.add_argument("--min-accuracy", dest="keras_model.min_accuracy", type=float, metavar="A",
+                   help="refuse a model whose float test accuracy is below A: its normalization is wrong (default 0.5)")
+    g.add_argument("--compare-with", dest="keras_model.release", metavar="DIR",
+                   help="the shipped release the report measures beside your model (default: exported)")
+    p.add_argument("--no-prune", dest="prune.enabled", action="store_const", const=False,
+                   help="do not prune: the float model is quantized and exported as it is")
     p.add_argument("--max-drop-pp", dest="gate.max_drop_pp", type=float, help="gate: largest accuracy drop vs float, in pp (default 0.3)")
     p.add_argument("--min-agreement", dest="gate.min_agreement", type=float, help="gate: smallest top-1 agreement with float (default 0.99)")
     p.set_defaults(func=cmd_export)

@@ -23,3 +23,10 @@ class GateError(PipelineError):
     """An exported artifact failed the parity gate: nothing is promoted."""
 
     exit_code = 3
+
+
+class ModelError(PipelineError):
+    """A user's model (`export --keras-model`) that cannot be read, is not a Fashion-MNIST classifier, or
+    cannot be rebuilt: the message names the file, what was found and what is expected."""
+
+    exit_code = 2

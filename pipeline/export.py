@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (adapt, calibrate, data, export_onnx, metadata, models, photos, photos_train, prune, quantize, report,
-               train, validate)
+from . import (adapt, calibrate, data, device_cost, export_onnx, import_keras, metadata, models, photos, photos_train, prune,
+               quantize, report, train, validate)
 from .config import Config, stage_key
 from .errors import DataError, GateError
 from .prune import kernel_sparsity
@@ -133,31 +133,43 @@ def run(cfg: Config) -> dict:
     splits = data.load(cfg)
     progress("data", splits.describe())
 
-    tail = f", then {cfg.prune.epochs} pruning, on one schedule" if cfg.prune.enabled else ""
-    progress("train", f"{cfg.train.model}, {cfg.train.epochs} epochs{tail} (profile {cfg.profile})")
-    model, history, train_dir = train.train_or_load(cfg, splits)
+    imported = None
+    if cfg.keras_model.path:                     # the user's model instead of training ours
+        imported = import_keras.run(cfg, splits, progress)
+        cfg, model, history, model_key = imported.cfg, imported.model, {}, imported.key
+        stage = "import"
+    else:
+        tail = f", then {cfg.prune.epochs} pruning, on one schedule" if cfg.prune.enabled else ""
+        progress("train", f"{cfg.train.model}, {cfg.train.epochs} epochs{tail} (profile {cfg.profile})")
+        model, history, _ = train.train_or_load(cfg, splits)
+        model_key, stage = train.cache_key(cfg), "train"
     float_probs = train.predict(model, splits.x_test, cfg)
     float_acc = float((float_probs.argmax(1) == splits.y_test).mean())
-    progress("train", f"float Keras test accuracy {float_acc:.2%} ({model.count_params()} params"
-                      f"{', before pruning' if cfg.prune.enabled else ''})")
+    progress(stage, f"float Keras test accuracy {float_acc:.2%} ({model.count_params()} params"
+                    f"{', before pruning' if cfg.prune.enabled else ''})")
 
-    progress("prune", f"target sparsity {cfg.prune.target_sparsity:.0%}, {cfg.prune.epochs} epochs")
-    pruned, prune_info = prune.prune_or_load(model, cfg, splits, train.cache_key(cfg))
+    tail = " (Adam, cosine to 0: the imported model's fine-tune)" if imported else ""
+    progress("prune", f"target sparsity {cfg.prune.target_sparsity:.0%}, {cfg.prune.epochs} epochs{tail}"
+             if cfg.prune.enabled else "off (--no-prune): the model ships as it is")
+    pruned, prune_info = prune.prune_or_load(model, cfg, splits, model_key)
+    if imported and cfg.prune.enabled:           # no training curves of ours: show the fine-tune's
+        history = prune_info.get("history", {})
     # Measured here from both models, never taken from a cache: what pruning buys once compressed.
     prune_info = {**prune_info, "kernel_gzip_bytes_before": prune.kernel_gzip_bytes(model),
                   "kernel_gzip_bytes_after": prune.kernel_gzip_bytes(pruned)}
     fmnist_only, adapt_info, photo_set = None, None, photos_train.load(cfg)
     if photo_set is None:
         why = ("no real-photos-train folder (--photos-train, $FASHION_EDGE_PHOTOS_TRAIN, ../shared/real-photos-train)"
-               if cfg.photos_train.auto else "training photos not looked for (--no-photos-train, or the profile)")
+               if cfg.photos_train.auto else
+               "an imported model is adapted on real photos only when --photos-train names a folder" if imported else
+               "training photos not looked for (--no-photos-train, or the profile)")
         progress("adapt", f"{why}: the Fashion-MNIST-only model ships")
     else:
         progress("adapt", f"{len(photo_set.paths)} real photos from {photo_set.folder} ({photo_set.counts()}): "
                           f"{cfg.photos_train.epochs} epochs, {cfg.photos_train.share:.0%} of every batch")
         fmnist_only = pruned
         before_acc = float((train.predict(fmnist_only, splits.x_test, cfg).argmax(1) == splits.y_test).mean())
-        pruned, adapt_info = adapt.adapt_or_load(pruned, cfg, splits, photo_set,
-                                                 stage_key(train.cache_key(cfg), cfg.prune))
+        pruned, adapt_info = adapt.adapt_or_load(pruned, cfg, splits, photo_set, stage_key(model_key, cfg.prune))
         adapt_info = {**adapt_info, "fashion_mnist_only_test_accuracy": round(before_acc, 4)}
     ref_probs = train.predict(pruned, splits.x_test, cfg)
     ref_pred = ref_probs.argmax(1)
@@ -172,7 +184,7 @@ def run(cfg: Config) -> dict:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-staging-", dir=target.parent))
     try:
         manifest = _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred, ref_probs,
-                          history, train_dir, staging, adapted)
+                          history, staging, adapted, imported)
         failures = manifest["gate"]["failures"]
         if failures:
             raise GateError("parity gate failed, exported/ left untouched: " + "; ".join(failures))
@@ -192,6 +204,9 @@ def write_metadata(cfg: Config, out: Path) -> None:
     """Labels, normalization and a description into every model file in `out` (pipeline/metadata.py)."""
     labels, version = list(data.CLASS_NAMES), f"fashion-edge {git_commit()}"
     what = "Fashion-MNIST clothing classifier ({}), 10 classes, from the pruned tf_keras model."
+    if isinstance(cfg.origin, dict):
+        what = (f"Fashion-MNIST clothing classifier ({{}}), 10 classes, imported from {cfg.origin['file']}"
+                f"{', pruned' if cfg.prune.enabled else ''}.")
     for name, (fmt, precision) in ARTIFACTS.items():
         if fmt == "tflite":
             metadata.write_tflite(out / name, labels, cfg.data.mean, cfg.data.std, version=version,
@@ -212,7 +227,7 @@ def int8_tflite_calibrated(probs: np.ndarray, entries: list[dict]) -> np.ndarray
 
 
 def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred, ref_probs, history,
-           train_dir, out: Path, adapted: dict | None = None) -> dict:
+           out: Path, adapted: dict | None = None, imported=None) -> dict:
     progress("quantize", "TFLite float32 and full-integer int8")
     calib = quantize.calibration_images(cfg, splits)
     (out / "model_float.tflite").write_bytes(quantize.to_tflite_float(pruned))
@@ -223,7 +238,8 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
     unpruned_tflite = out / "unpruned_float.tflite"        # measured for the report, not shipped
     unpruned_tflite.write_bytes(quantize.to_tflite_float(model))
     unpruned_size = {"bytes": unpruned_tflite.stat().st_size, "gzip_bytes": gzip_bytes(unpruned_tflite)}
-    unpruned_tflite.unlink()
+    if imported is None:                                   # an imported model's is timed below
+        unpruned_tflite.unlink()
 
     progress("onnx", "float (tf2onnx from Keras) and two int8 candidates")
     float_onnx = export_onnx.to_onnx_float(pruned, out / "model_float.onnx", cfg.quant.onnx_opset)
@@ -317,6 +333,8 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
     # exact count of correct answers is kept too, so a re-evaluation can be compared exactly.
     for entry in entries:
         entry["correct"] = int((results[entry["file"]]["predictions"] == splits.y_test).sum())
+        # What `edge-classify` on the first 1,000 test images (`python -m pipeline pngs --limit 1000`) must count.
+        entry["correct_first_1000"] = int((results[entry["file"]]["predictions"][:1000] == splits.y_test[:1000]).sum())
     manifest.update(
         rgb_model={"file": RGB_ARTIFACT, "for": "MediaPipe Tasks ImageClassifier and other RGB clients",
                    "input": "uint8 RGB (1, 28, 28, 3), 0..255; luma and normalization inside the graph",
@@ -341,6 +359,10 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
         sizes={"unpruned_float_tflite": unpruned_size},
         photos_train=None if adapted is None else photos_train.describe(adapted["photos"], adapted["info"]),
     )
+    if imported is not None:
+        manifest["import"] = imported.info
+        manifest["device_cost"] = device_cost.rows(cfg, splits, model, pruned, float_acc, results, out, progress)
+        unpruned_tflite.unlink()
     for file in report.SECTIONS:              # `compare` results stay with the release until re-run
         if (Path(cfg.export_dir) / file).exists():
             shutil.copy(Path(cfg.export_dir) / file, out / file)

@@ -101,12 +101,16 @@ def macs(model: keras.Model) -> int:
     """Multiply-accumulates per image, counted from the layers (conv, depthwise, dense)."""
     total = 0
     for layer in model.layers:
-        if isinstance(layer, layers.DepthwiseConv2D):
+        if isinstance(layer, layers.SeparableConv2D):
+            h, w, c = layer.output_shape[1:]
+            k, m, cin = layer.kernel_size[0] * layer.kernel_size[1], layer.depth_multiplier, layer.input_shape[-1]
+            total += h * w * cin * m * (k + c)
+        elif isinstance(layer, layers.DepthwiseConv2D):
             h, w, c = layer.output_shape[1:]
             total += h * w * c * layer.kernel_size[0] * layer.kernel_size[1]
         elif isinstance(layer, layers.Conv2D):
             h, w, c = layer.output_shape[1:]
-            total += h * w * c * layer.kernel_size[0] * layer.kernel_size[1] * layer.input_shape[-1]
+            total += h * w * c * layer.kernel_size[0] * layer.kernel_size[1] * layer.input_shape[-1] // layer.groups
         elif isinstance(layer, layers.Dense):
             total += layer.input_shape[-1] * layer.units
     return total

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
+from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
 import tf_keras as keras
 from tf_keras import layers
 
@@ -20,6 +21,18 @@ from . import train as training
 from .config import Config, build_path, stage_key
 
 PRUNABLE = (layers.Conv2D, layers.Dense)   # DepthwiseConv2D is a Conv2D subclass
+
+
+class RegisteredLayers(tfmot.sparsity.keras.PruningPolicy):
+    """Wrap the layers tfmot knows and leave the others (Rescaling, Normalization: an imported model's
+    preprocessing, no kernels) as they are; tfmot's default refuses a whole model for one such layer.
+    Every layer of our own models is a known one, so they are wrapped exactly as before."""
+
+    def allow_pruning(self, layer):
+        return prune_registry.PruneRegistry.supports(layer) or isinstance(layer, tfmot.sparsity.keras.PrunableLayer)
+
+    def ensure_model_supports_pruning(self, model):
+        return None
 
 
 def kernel_sparsity(model: keras.Model) -> float:
@@ -53,7 +66,7 @@ def prune(model: keras.Model, cfg: Config, splits, callbacks=()) -> tuple[keras.
     # float model keeps its weights (the report compares the two).
     base = keras.models.clone_model(model)
     base.set_weights(model.get_weights())
-    pruned = tfmot.sparsity.keras.prune_low_magnitude(base, pruning_schedule=schedule)
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(base, pruning_schedule=schedule, pruning_policy=RegisteredLayers())
     training.compile_model(pruned, cfg, steps, start_epoch=cfg.train.epochs)
     history = pruned.fit(training.dataset(splits.x_train, splits.y_train, cfg, training=True),
                          validation_data=training.dataset(splits.x_val, splits.y_val, cfg, training=False),

@@ -58,7 +58,10 @@ def learning_curves(history: dict, path: Path) -> None:
     b.set(title="Accuracy", xlabel="epoch")
     for ax in (a, b):
         ax.grid(alpha=0.3)
-        ax.legend()
+        if len(epochs):
+            ax.legend()
+        else:               # an imported model exported with --no-prune: nothing was trained in this run
+            ax.text(0.5, 0.5, "not trained in this run", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -135,6 +138,8 @@ def _before_pruning(manifest: dict) -> str:
     c = manifest["config"]
     if not c["prune"]["enabled"]:
         return ""
+    if "import" in manifest:
+        return ": as imported"
     return f": epoch {c['train']['epochs']} of the {c['train']['epochs'] + c['prune']['epochs']}-epoch schedule"
 
 
@@ -147,12 +152,16 @@ def write_report(out_dir: Path, manifest: dict, plots: dict[str, Path]) -> Path:
     i8 = arts["model_int8.tflite"]
     fl = arts["model_float.tflite"]
     adapted = ", adapted on real photos" if manifest.get("photos_train") else ""
+    imp = manifest.get("import")
+    model = (f"`{imp['file']}` (imported: {imp['format_description']}, saved by {imp['saved_by']})" if imp else
+             f"`{manifest['config']['train']['model']}`")
     lines = [
         "# fashion-edge export report", "",
         f"Created {manifest['created']} from commit `{manifest['git_commit']}`, seed {manifest['seed']}, "
-        f"profile `{manifest['config']['profile']}`, model `{manifest['config']['train']['model']}` "
-        f"({ref['params']:,} parameters, {ref['macs'] / 1e6:.2f} M MACs per image). "
+        f"profile `{manifest['config']['profile']}`, model {model} "
+        f"({ref['params']:,} parameters, {_macs(ref['macs'])} MACs per image). "
         f"All accuracies are on the official {manifest['test_images']:,} Fashion-MNIST test images.", "",
+        *(import_sections(manifest) if imp else []),
         "## Float vs pruned vs int8", "",
         "| model | accuracy | size (bytes) | gzip size (bytes) |", "|---|---:|---:|---:|",
         f"| float (before pruning{_before_pruning(manifest)}, TFLite float32) | {_pct(ref['unpruned_accuracy'])} | {unpruned['bytes']:,} | {unpruned['gzip_bytes']:,} |",
@@ -214,7 +223,8 @@ def write_report(out_dir: Path, manifest: dict, plots: dict[str, Path]) -> Path:
         if (Path(out_dir) / file).exists():
             lines += [section(file, (Path(out_dir) / file).read_text().strip()), ""]
     lines += ["## Plots", ""]
-    titles = {"samples": "Training samples", "curves": "Learning curves (training run)",
+    titles = {"samples": "Training samples",
+              "curves": "Learning curves (the pruning fine-tune)" if imp else "Learning curves (training run)",
               "confusion": "Confusion matrix of the pruned float model on the test set",
               "predictions": "Predictions on test images (green right, red wrong)",
               "reliability": "Reliability diagram (int8 TFLite, test set)"}
@@ -224,6 +234,45 @@ def write_report(out_dir: Path, manifest: dict, plots: dict[str, Path]) -> Path:
     path = Path(out_dir) / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _macs(n) -> str:
+    return "–" if not n else f"{n / 1e6:.2f} M"
+
+
+def import_sections(manifest: dict) -> list[str]:
+    """The imported model: how it was read and proven, and what its device version costs."""
+    imp, c = manifest["import"], manifest["config"]
+    p, n = imp["proof"], imp["normalization"]
+    pruning = (f"pruned to {c['prune']['target_sparsity']:.0%} sparsity over {c['prune']['epochs']} epochs of Adam "
+               f"fine-tuning on Fashion-MNIST (learning rate {c['train']['lr']:g} on a cosine to 0)"
+               if c["prune"]["enabled"] else "not pruned (--no-prune)")
+    how = (f"rebuilt layer by layer in tf_keras and proven equal to the file on {p['images']:,} test images: largest "
+           f"absolute output difference {p['max_abs_diff']:.2e}, every top-1 answer the same"
+           if imp["rebuilt"] else
+           f"wrapped as it is (not rebuilt; largest output difference {p['max_abs_diff']:.2e} on {p['images']:,} test images)")
+    lines = ["## Your model", "",
+             f"`{imp['file']}` ({imp['bytes']:,} bytes, sha256 `{imp['sha256'][:12]}…`, {imp['format_description']}, "
+             f"saved by {imp['saved_by']}): input {tuple(imp['input_shape'])}, {imp['outputs']} out (last layer "
+             f"{imp['last_layer']}){'; a Softmax was appended so every artifact gives probabilities' if imp['softmax_appended'] else ''}. "
+             f"Normalization: {n['how']}, i.e. input = (pixel/255 − {n['mean']:g}) / {n['std']:g}, in the manifest "
+             "and in every artifact's metadata.", "",
+             f"Float accuracy of the file as it is: **{_pct(imp['float_accuracy'])}**. It was {how}"
+             + (f"; left out as the identity at inference: {', '.join(imp['dropped_layers'])}" if imp["dropped_layers"] else "")
+             + f"; then {pruning}.", ""]
+    rows = manifest.get("device_cost")
+    if rows:
+        lines += ["## What the device version costs", "",
+                  "Each model through `edge_runtime` (LiteRT) on the same test images; latency = median batch-1 call "
+                  "(normalize, quantize, invoke, dequantize), one thread, all timed round-robin in this run on the "
+                  "machine that exported.", "",
+                  "| model | accuracy | size (bytes) | gzip (bytes) | MACs | batch-1 latency (µs) |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            lines.append(f"| {r['row']} | {_pct(r['accuracy'])} | {r['bytes']:,} | {r.get('gzip_bytes', 0):,} | "
+                         f"{_macs(r.get('macs'))} | {r['latency_us']:.0f} |")
+        lines.append("")
+    return lines
 
 
 def photos_train_section(p: dict, after: float) -> list[str]:

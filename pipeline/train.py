@@ -78,6 +78,8 @@ def optimizer(cfg: Config, steps_per_epoch: int, start_epoch: int = 0):
     t = cfg.train
     if t.optimizer == "adam":
         return keras.optimizers.Adam(1e-3)
+    if t.optimizer == "adam-cosine":
+        return keras.optimizers.Adam(lr_schedule(cfg, steps_per_epoch, start_epoch))
     return keras.optimizers.SGD(lr_schedule(cfg, steps_per_epoch, start_epoch), momentum=t.momentum, nesterov=True)
 
 
