@@ -23,7 +23,10 @@ def _keras(manifest: dict, folder: Path, build_dir: Path | None, cold_repeats: i
     """The Keras model's runners, MACs, file sizes and cold start (information), or None without TensorFlow."""
     from . import keras_model
     pinned = keras_model.pin_tensorflow_threads()
-    model, source = keras_model.load_keras(manifest, folder, build_dir)
+    try:
+        model, source = keras_model.load_keras(manifest, folder, build_dir)
+    except ValueError as e:    # an imported model (export --keras-model) exported without pruning: no cached h5
+        return {"row": None, "source": f"not measured ({e})", "threads_pinned": pinned, "b1": None, "batch": None}
     norm = manifest["input"]["normalization"]
     mean, std = float(norm["mean"]), float(norm["std"])
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -59,7 +62,7 @@ def measure(folder: Path, *, build_dir: Path | None = None, calls: int = 2000, k
              f"{rounds} interleaved rounds")
     info = latency.informational(folder, names, keras["b1"], keras["batch"], calls, keras_calls, batch_calls,
                                  keras_batch_calls, rounds)
-    floor_s = keras["row"]["macs"] / gemm["macs_per_s"]
+    floor_s = (keras["row"] or rows[names[0]])["macs" if keras["row"] else "graph_macs"] / gemm["macs_per_s"]
     for n, r in info["rows"].items():
         rows.setdefault(n, keras["row"] if n == latency.KERAS else {}).update(r)
         median = (r.get("latency_b1") or r["invoke_b1"])["median_ms"] / 1e3
