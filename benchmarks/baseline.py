@@ -122,10 +122,10 @@ def changes(previous: dict | None, results: dict, pinned: dict, runtime_files: l
         lines.append(f"{name}: replaced ({', '.join(parts)})")
     if runtime_files:
         over = against.get("overhead", {})
-        figures = [f"Classifier overhead {v['ratio']:.2f}× ({n})" for n, v in over.items()]
+        figures = ["Classifier overhead " + " and ".join(f"{v['ratio']:.2f}× ({n})" for n, v in over.items())]
         if against.get("photo"):
             figures.append(f"photo path {against['photo']['ratio']:.2f}×")
-        lines.append(f"edge_runtime: {', '.join(runtime_files)}; " + ", ".join(figures) + " the previous runtime's")
+        lines.append(f"edge_runtime: {', '.join(runtime_files)}; " + ", ".join(figures) + ", against the previous runtime")
     else:
         lines.append("edge_runtime: unchanged")
     figures = previous.get("accepted", {}).get("figures", {})

@@ -45,7 +45,7 @@ def gated_markdown(results: dict, baseline: dict | None) -> list[str]:
             t = tol(tkey)
             lines.append(f"| {what}, {m['model']} ({backend} venv) | {_mib(m['today'][key])} | {_mib(m['pinned'][key])} "
                          f"| {ratio:.3f} | {t} | {_ok(ratio, t)} |")
-    lines += ["", "MACs per image are counted from each file's graph and compared exactly; sizes and the installed "
+    lines += ["", "MACs per image are counted from each file's graph (the same on every machine) and gated at 1.05× the pinned file's; sizes and the installed "
                   "edge-classify's peak RSS have byte budgets in benchmarks/baseline.json.", ""]
     return lines
 
