@@ -87,11 +87,13 @@ def measure(folder: Path, *, build_dir: Path | None = None, calls: int = 2000, k
         stages, camera = fresh["stages"], fresh["camera"]
 
     progress("memory and cold start in device venvs (build/device-venvs: the device wheel + tflite / onnx)")
-    for n, figures in memory.installed_figures(folder, names, cold_repeats, log=progress).items():
-        rows[n]["device"] = figures
     device = (memory.device_memory(folder, repeats=cold_repeats, pinned=pinned, log=progress)
-              if (pinned / reference.RUNTIME_ZIP).is_file() else None)
-    if device is None:
+              if (pinned / reference.RUNTIME_ZIP).is_file() else {})
+    gated = {m["model"]: {"venv": b, **m["installed"]} for b, m in device.items()}
+    others = [n for n in names if n not in gated]   # the gated int8 models were just measured installed
+    for n, figures in {**memory.installed_figures(folder, others, cold_repeats, log=progress), **gated}.items():
+        rows[n]["device"] = figures
+    if not device:
         device = {b: {"model": m, "installed": rows[m]["device"]} for b, m in memory.BACKENDS.items() if m in rows}
 
     return {
