@@ -26,7 +26,7 @@ def pin_tensorflow_threads() -> bool:
 
 def layer_macs(model) -> int:
     """Multiply-accumulates per image, counted from the Keras model's layers."""
-    from pipeline import models
+    from pipeline.train import models
     return int(models.macs(model))
 
 
@@ -54,7 +54,7 @@ def load_keras(manifest: dict, release: Path | None = None, build_dir: Path | No
     architecture with untrained weights (latency and MACs are the same; accuracy is not measured here)."""
     import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
     import tf_keras as keras
-    from pipeline import models
+    from pipeline.train import models
 
     cfg = manifest.get("config", {})
     arch = cfg.get("train", {}).get("model", "compact")
@@ -74,7 +74,7 @@ def load_keras(manifest: dict, release: Path | None = None, build_dir: Path | No
             continue
         how = "trained weights of another configuration, same architecture" if other else "this release's weights"
         return model, f"{show(h5)} ({how})"
-    return models.build(arch), (f"pipeline.models.build({arch!r}) with untrained weights: no build/prune-*/model.h5 "
+    return models.build(arch), (f"pipeline.train.models.build({arch!r}) with untrained weights: no build/prune-*/model.h5 "
                                 "of this architecture; latency and MACs are the same as the trained model's")
 
 

@@ -100,7 +100,7 @@ def device_venv(backend: str, log=print) -> Path:
     """The python of build/device-venvs/<backend>: the device wheel of `make bundle` (edge_runtime alone) installed
     with its <backend> extra, as the bundle's install.sh does. Made once; the wheel is reinstalled (without its
     dependencies) when the runtime's code changes."""
-    from pipeline import bundle
+    from pipeline.bundle import tarball
     folder = VENV_ROOT / backend
     python = folder / "bin" / "python"
     deps_stamp, code_stamp = folder / ".extra", folder / ".package"
@@ -108,7 +108,7 @@ def device_venv(backend: str, log=print) -> Path:
     if not fresh and code_stamp.is_file() and code_stamp.read_text() == _package_digest():
         return python
     with tempfile.TemporaryDirectory(prefix="device-wheel-") as tmp:
-        wheel = bundle.build_wheel(Path(tmp) / "dist", Path(tmp))
+        wheel = tarball.build_wheel(Path(tmp) / "dist", Path(tmp))
         if fresh:
             log(f"creating {folder}: the device wheel with its {backend} extra (no TensorFlow)")
             subprocess.run([sys.executable, "-m", "venv", "--clear", str(folder)], check=True)

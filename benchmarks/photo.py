@@ -21,9 +21,9 @@ CAMERA_SIZE = (640, 480)
 
 def dev_photos() -> list[Path]:
     """The real phone photos (real-photos-dev: $FASHION_EDGE_PHOTOS or ../shared), or []."""
-    from pipeline import photos
-    folder = photos.find_dev_set()
-    return photos.read_dev_set(folder)[0] if folder else []
+    from pipeline.evaluate import real_photos
+    folder = real_photos.find_dev_set()
+    return real_photos.read_dev_set(folder)[0] if folder else []
 
 
 def one_thread_opencv() -> None:

@@ -7,9 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-from .compat import VENVS as COMPAT_VENVS
-from .config import PROFILES, make_config, without_pruning
-from .errors import ConfigError, PipelineError
+from pipeline.compat.clients import VENVS as COMPAT_VENVS
+from pipeline.config import PROFILES, make_config, without_pruning
+from pipeline.errors import ConfigError, PipelineError
 
 
 def mean_std(value: str) -> list[float]:
@@ -70,7 +70,7 @@ def _adapt_flags(p: argparse.ArgumentParser) -> None:
                    help="photo classes drawn in proportion to count**POWER (0: equal, 1: as found; default 0.5)")
     p.add_argument("--footwear-pairs", dest="photos_train.footwear_pairs", type=int, metavar="N",
                    help="add N synthetic photos of shoe pairs seen from above per footwear class to the adapt photos "
-                        "(pipeline/footwear_pairs.py; default 0)")
+                        "(pipeline/train/footwear_pairs.py; default 0)")
 
 
 def _config(args):
@@ -80,14 +80,14 @@ def _config(args):
     if getattr(args, "from_tune", None) and overrides.get("keras_model.path"):
         raise ConfigError("--from-tune and --keras-model each name the model to export: give one")
     if getattr(args, "from_tune", None):
-        from . import tune_space
-        result = tune_space.read_result(args.from_tune)
-        trial = tune_space.pick(result, args.trial)
+        from pipeline.tune import space
+        result = space.read_result(args.from_tune)
+        trial = space.pick(result, args.trial)
         cfg = make_config(args.profile, **overrides)
         print(f"[from-tune] trial {trial['trial_id']} of {args.from_tune}: {trial['architecture']} "
               f"(proxy validation accuracy {trial['val_accuracy']:.2%}, int8 {trial['int8_bytes']:,} bytes, "
               f"{trial['macs'] / 1e6:.2f} M MACs); full schedule", file=sys.stderr)
-        cfg = tune_space.trial_config(cfg, trial["config"])
+        cfg = space.trial_config(cfg, trial["config"])
         origin = f"tune trial {trial['trial_id']} of {Path(args.from_tune).resolve()}"
         # Flags given beside --from-tune still win (e.g. --target-sparsity).
         given = {k: v for k, v in overrides.items() if v is not None}
@@ -102,12 +102,14 @@ def _flatten(cfg) -> dict:
 
 
 def cmd_train(args) -> int:
-    from . import data, report, train
+    from pipeline.data import fashion_mnist
+    from pipeline.release import report
+    from pipeline.train import fit
     cfg = without_pruning(_config(args))
-    splits = data.load(cfg)
+    splits = fashion_mnist.load(cfg)
     print(f"[data] {splits.describe()}", file=sys.stderr)
-    model, history, out = train.train_or_load(cfg, splits)
-    probs = train.predict(model, splits.x_test, cfg)
+    model, history, out = fit.train_or_load(cfg, splits)
+    probs = fit.predict(model, splits.x_test, cfg)
     acc = float((probs.argmax(1) == splits.y_test).mean())
     report.training_plots(out, splits, history, probs)
     print(json.dumps({"model": cfg.train.model, "params": model.count_params(),
@@ -117,7 +119,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from . import export
+    from pipeline import export
     cfg = _config(args)
     manifest = export.run(cfg)
     summary = {a["file"]: {"bytes": a["bytes"], "accuracy": a["accuracy"], "agreement": a["agreement_with_float"]}
@@ -132,7 +134,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from . import compare
+    from pipeline.evaluate import compare
     cfg = _config(args)
     if args.photo_folds:
         return _photo_folds(cfg, args)
@@ -146,20 +148,25 @@ def cmd_compare(args) -> int:
     text = compare.table(rows, splits_n)
     print(text)
     if args.write_report:
-        from .report import set_comparison
+        from pipeline.release.report import set_comparison
         set_comparison(Path(cfg.export_dir), text)
     return 0
 
 
 def _photo_folds(cfg, args) -> int:
-    from . import adapt, data, photos_train, prune, report, train
-    from .errors import DataError
-    photos = photos_train.load(cfg)
+    from pipeline.train import adapt
+    from pipeline.data import fashion_mnist
+    from pipeline.train import photo_variants
+    from pipeline.train import prune
+    from pipeline.release import report
+    from pipeline.train import fit
+    from pipeline.errors import DataError
+    photos = photo_variants.load(cfg)
     if photos is None:
         raise DataError("no training photos: give --photos-train DIR (or set $FASHION_EDGE_PHOTOS_TRAIN)")
-    splits = data.load(cfg)
-    model, _, _ = train.train_or_load(cfg, splits)
-    pruned, _ = prune.prune_or_load(model, cfg, splits, train.cache_key(cfg))
+    splits = fashion_mnist.load(cfg)
+    model, _, _ = fit.train_or_load(cfg, splits)
+    pruned, _ = prune.prune_or_load(model, cfg, splits, fit.cache_key(cfg))
     r = adapt.sender_folds(cfg, splits, pruned, photos, args.photo_folds,
                            log=lambda m: print(f"[photo-folds] {m}", file=sys.stderr, flush=True))
     text = adapt.folds_table(r)
@@ -170,16 +177,16 @@ def _photo_folds(cfg, args) -> int:
 
 
 def cmd_pngs(args) -> int:
-    from . import data
-    x, y, xt, yt, source = data.load_raw(args.data_dir)
+    from pipeline.data import fashion_mnist
+    x, y, xt, yt, source = fashion_mnist.load_raw(args.data_dir)
     images, labels = (xt, yt) if args.split == "test" else (x, y)
-    n = data.write_pngs(images[: args.limit], labels[: args.limit], args.out)
+    n = fashion_mnist.write_pngs(images[: args.limit], labels[: args.limit], args.out)
     print(f"wrote {n} {args.split} images from {source} to {args.out}/<class>_<name>/", file=sys.stderr)
     return 0
 
 
 def cmd_photos(args) -> int:
-    from . import export
+    from pipeline import export
     r = export.remeasure_photos(Path(args.export_dir), args.photos)
     per_class = ", ".join(f"{v['correct']}/{v['photos']}" for _, v in sorted(r["per_class"].items(), key=lambda kv: int(kv[0])))
     print(f"{r['model']} on {r['photos']} real photos ({r['folder']}): top-1 {r['accuracy']:.2%} "
@@ -192,8 +199,8 @@ def cmd_tune(args) -> int:
     missing = [m for m in ("ray", "optuna") if importlib.util.find_spec(m) is None]
     if missing:
         raise ConfigError(f"the search needs {' and '.join(missing)}: pip install -e '.[pipeline,tune]'")
-    from . import tune
-    from .tune_space import Limits
+    from pipeline.tune import search
+    from pipeline.tune.space import Limits
     overrides = _overrides(args)
     if overrides.get("train.model"):
         raise ConfigError("--model does not apply to `tune`: it searches the compact family (`--model custom`)")
@@ -203,39 +210,40 @@ def cmd_tune(args) -> int:
     release = Path(args.export_dir) / "model_int8.tflite"
     if args.max_latency_ratio is not None and not release.is_file():
         raise ConfigError(f"--max-latency-ratio needs the release's {release} to measure against")
-    opts = tune.TuneOptions(out=args.out, trials=args.trials, epochs=args.epochs_proxy,
+    opts = search.TuneOptions(out=args.out, trials=args.trials, epochs=args.epochs_proxy,
                             limits=Limits(args.max_int8_kb, args.max_macs, args.max_latency_ratio,
                                           str(release) if release.is_file() else None),
                             address=args.address, max_concurrent=args.max_concurrent,
                             cpus_per_trial=args.cpus_per_trial, seed=args.seed or 0,
                             grace_epochs=args.grace_epochs or max(1, round(0.75 * args.epochs_proxy)))
-    result = tune.run(args.profile, overrides, opts, log=lambda m: print(f"[tune] {m}", file=sys.stderr, flush=True))
-    print(tune.main_summary(result))
+    result = search.run(args.profile, overrides, opts, log=lambda m: print(f"[tune] {m}", file=sys.stderr, flush=True))
+    print(search.main_summary(result))
     return 0 if result["finished"] else 130
 
 
 def cmd_compat(args) -> int:
-    from . import compat
-    rows = compat.run(Path(args.exported), Path(args.build_dir), args.clients,
+    from pipeline.compat import clients
+    rows = clients.run(Path(args.exported), Path(args.build_dir), args.clients,
                       log=lambda m: print(f"[compat] {m}", file=sys.stderr, flush=True))
-    print(compat.write(Path(args.exported), rows, Path(args.readme) if args.readme else None))
+    print(clients.write(Path(args.exported), rows, Path(args.readme) if args.readme else None))
     return 0
 
 
 def cmd_bundle(args) -> int:
-    from . import bundle
+    from pipeline.bundle import tarball
     extras = [e.strip() for e in args.extras.split(",") if e.strip()] if args.extras else None
-    archive = bundle.build(Path(args.release), Path(args.dist), with_wheels=args.with_wheels, target=args.target,
+    archive = tarball.build(Path(args.release), Path(args.dist), with_wheels=args.with_wheels, target=args.target,
                            extras=extras, log=lambda m: print(m, file=sys.stderr, flush=True))
-    lines = bundle.describe(archive)
+    lines = tarball.describe(archive)
     print("\n".join(lines))
     print(f"{archive}: {archive.stat().st_size:,} bytes, {len(lines)} files")
     return 0
 
 
 def tune_doc() -> str:
-    from . import tune, tune_space
-    return (tune.__doc__ + "\nSearch space: " + "; ".join(f"{k} {v}" for k, v in tune_space.SPACE.items())
+    from pipeline.tune import search
+    from pipeline.tune import space
+    return (search.__doc__ + "\nSearch space: " + "; ".join(f"{k} {v}" for k, v in space.SPACE.items())
             + ". Needs the `tune` extra: pip install -e '.[pipeline,tune]'.")
 
 

@@ -7,7 +7,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError
+from pipeline.errors import ConfigError
+
+# The checkout this package sits in (pipeline/config.py -> its parent's parent): relative search paths
+# ("../shared/real-photos-dev") are relative to it, wherever the package itself is moved inside.
+REPO = Path(__file__).resolve().parent.parent
 
 # Fashion-MNIST training-set pixel statistics: the model sees (x/255 - MEAN) / STD.
 MEAN = 0.2860
@@ -64,7 +68,7 @@ class PruneConfig:
 
 @dataclass
 class PhotosTrainConfig:
-    # Real photos to adapt on (pipeline/adapt.py): --photos-train DIR, else, when `auto`,
+    # Real photos to adapt on (pipeline/train/adapt.py): --photos-train DIR, else, when `auto`,
     # $FASHION_EDGE_PHOTOS_TRAIN or ../shared/real-photos-train if present.
     dir: str | None = None
     auto: bool = True
@@ -80,7 +84,7 @@ class PhotosTrainConfig:
     epochs: int = 3                   # the fine-tune, after pruning, masks fixed
     lr: float = 0.005                 # its peak learning rate, cosine to 0
     freeze_bn: bool = True            # keep the batch-norm statistics of the Fashion-MNIST training
-    footwear_pairs: int = 0           # synthetic photos of shoe pairs per footwear class (pipeline/footwear_pairs.py)
+    footwear_pairs: int = 0           # synthetic photos of shoe pairs per footwear class (pipeline/train/footwear_pairs.py)
 
 
 @dataclass
@@ -98,7 +102,7 @@ class GateConfig:
 
 @dataclass
 class KerasModelConfig:
-    """A user's own Keras model (`export --keras-model PATH`, pipeline/import_keras.py) in place of ours."""
+    """A user's own Keras model (`export --keras-model PATH`, pipeline/keras_import/importer.py) in place of ours."""
     path: str | None = None           # a Keras 3 .keras, an HDF5 .h5 (Keras 2 / tf_keras or Keras 3) or a SavedModel folder
     # What the model expects of its pixels when it does not say so itself (a Rescaling or Normalization layer);
     # neither: pixel / 255. Written into the manifest as data.mean / data.std: input = (pixel/255 - mean) / std.

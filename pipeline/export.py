@@ -20,11 +20,24 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (adapt, calibrate, data, device_cost, export_onnx, import_keras, metadata, models, photos, photos_train, prune,
-               quantize, report, train, validate)
-from .config import Config, stage_key
-from .errors import DataError, GateError
-from .prune import kernel_sparsity
+from pipeline.train import adapt
+from pipeline.evaluate import temperature
+from pipeline.data import fashion_mnist
+from pipeline.evaluate import device_cost
+from pipeline.quantize import onnx_export
+from pipeline.keras_import import importer
+from pipeline.release import metadata
+from pipeline.train import models
+from pipeline.evaluate import real_photos
+from pipeline.train import photo_variants
+from pipeline.train import prune
+from pipeline.quantize import tflite
+from pipeline.release import report
+from pipeline.train import fit
+from pipeline.evaluate import parity
+from pipeline.config import Config, stage_key
+from pipeline.errors import DataError, GateError
+from pipeline.train.prune import kernel_sparsity
 
 ARTIFACTS = {  # file → (format, precision)
     "model_float.tflite": ("tflite", "float32"),
@@ -113,7 +126,7 @@ def base_manifest(cfg: Config, entries: list[dict]) -> dict:
         "git_commit": git_commit(),
         "seed": cfg.seed,
         "config": cfg.to_dict(),
-        "labels": data.CLASS_NAMES,
+        "labels": fashion_mnist.CLASS_NAMES,
         "input": {"height": 28, "width": 28, "channels": 1, "layout": "NHWC",
                   "normalization": {"mean": cfg.data.mean, "std": cfg.data.std}},
         "artifacts": entries,
@@ -130,20 +143,20 @@ def run(cfg: Config) -> dict:
     recover(target)
 
     progress("data", "loading Fashion-MNIST")
-    splits = data.load(cfg)
+    splits = fashion_mnist.load(cfg)
     progress("data", splits.describe())
 
     imported = None
     if cfg.keras_model.path:                     # the user's model instead of training ours
-        imported = import_keras.run(cfg, splits, progress)
+        imported = importer.run(cfg, splits, progress)
         cfg, model, history, model_key = imported.cfg, imported.model, {}, imported.key
         stage = "import"
     else:
         tail = f", then {cfg.prune.epochs} pruning, on one schedule" if cfg.prune.enabled else ""
         progress("train", f"{cfg.train.model}, {cfg.train.epochs} epochs{tail} (profile {cfg.profile})")
-        model, history, _ = train.train_or_load(cfg, splits)
-        model_key, stage = train.cache_key(cfg), "train"
-    float_probs = train.predict(model, splits.x_test, cfg)
+        model, history, _ = fit.train_or_load(cfg, splits)
+        model_key, stage = fit.cache_key(cfg), "train"
+    float_probs = fit.predict(model, splits.x_test, cfg)
     float_acc = float((float_probs.argmax(1) == splits.y_test).mean())
     progress(stage, f"float Keras test accuracy {float_acc:.2%} ({model.count_params()} params"
                     f"{', before pruning' if cfg.prune.enabled else ''})")
@@ -157,7 +170,7 @@ def run(cfg: Config) -> dict:
     # Measured here from both models, never taken from a cache: what pruning buys once compressed.
     prune_info = {**prune_info, "kernel_gzip_bytes_before": prune.kernel_gzip_bytes(model),
                   "kernel_gzip_bytes_after": prune.kernel_gzip_bytes(pruned)}
-    fmnist_only, adapt_info, photo_set = None, None, photos_train.load(cfg)
+    fmnist_only, adapt_info, photo_set = None, None, photo_variants.load(cfg)
     if photo_set is None:
         why = ("no real-photos-train folder (--photos-train, $FASHION_EDGE_PHOTOS_TRAIN, ../shared/real-photos-train)"
                if cfg.photos_train.auto else
@@ -168,10 +181,10 @@ def run(cfg: Config) -> dict:
         progress("adapt", f"{len(photo_set.paths)} real photos from {photo_set.folder} ({photo_set.counts()}): "
                           f"{cfg.photos_train.epochs} epochs, {cfg.photos_train.share:.0%} of every batch")
         fmnist_only = pruned
-        before_acc = float((train.predict(fmnist_only, splits.x_test, cfg).argmax(1) == splits.y_test).mean())
+        before_acc = float((fit.predict(fmnist_only, splits.x_test, cfg).argmax(1) == splits.y_test).mean())
         pruned, adapt_info = adapt.adapt_or_load(pruned, cfg, splits, photo_set, stage_key(model_key, cfg.prune))
         adapt_info = {**adapt_info, "fashion_mnist_only_test_accuracy": round(before_acc, 4)}
-    ref_probs = train.predict(pruned, splits.x_test, cfg)
+    ref_probs = fit.predict(pruned, splits.x_test, cfg)
     ref_pred = ref_probs.argmax(1)
     ref_acc = float((ref_pred == splits.y_test).mean())
     if adapt_info is None:
@@ -201,8 +214,8 @@ def run(cfg: Config) -> dict:
 
 
 def write_metadata(cfg: Config, out: Path) -> None:
-    """Labels, normalization and a description into every model file in `out` (pipeline/metadata.py)."""
-    labels, version = list(data.CLASS_NAMES), f"fashion-edge {git_commit()}"
+    """Labels, normalization and a description into every model file in `out` (pipeline/release/metadata.py)."""
+    labels, version = list(fashion_mnist.CLASS_NAMES), f"fashion-edge {git_commit()}"
     what = "Fashion-MNIST clothing classifier ({}), 10 classes, from the pruned tf_keras model."
     if isinstance(cfg.origin, dict):
         what = (f"Fashion-MNIST clothing classifier ({{}}), 10 classes, imported from {cfg.origin['file']}"
@@ -229,36 +242,36 @@ def int8_tflite_calibrated(probs: np.ndarray, entries: list[dict]) -> np.ndarray
 def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred, ref_probs, history,
            out: Path, adapted: dict | None = None, imported=None) -> dict:
     progress("quantize", "TFLite float32 and full-integer int8")
-    calib = quantize.calibration_images(cfg, splits)
-    (out / "model_float.tflite").write_bytes(quantize.to_tflite_float(pruned))
-    (out / "model_int8.tflite").write_bytes(quantize.to_tflite_int8(pruned, calib))
-    (out / RGB_ARTIFACT).write_bytes(quantize.to_tflite_int8_rgb(pruned, calib, cfg.data.mean, cfg.data.std))
-    quant = {name: quantize.io_quantization(out / name)
+    calib = tflite.calibration_images(cfg, splits)
+    (out / "model_float.tflite").write_bytes(tflite.to_tflite_float(pruned))
+    (out / "model_int8.tflite").write_bytes(tflite.to_tflite_int8(pruned, calib))
+    (out / RGB_ARTIFACT).write_bytes(tflite.to_tflite_int8_rgb(pruned, calib, cfg.data.mean, cfg.data.std))
+    quant = {name: tflite.io_quantization(out / name)
              for name in ("model_float.tflite", "model_int8.tflite", RGB_ARTIFACT)}
     unpruned_tflite = out / "unpruned_float.tflite"        # measured for the report, not shipped
-    unpruned_tflite.write_bytes(quantize.to_tflite_float(model))
+    unpruned_tflite.write_bytes(tflite.to_tflite_float(model))
     unpruned_size = {"bytes": unpruned_tflite.stat().st_size, "gzip_bytes": gzip_bytes(unpruned_tflite)}
     if imported is None:                                   # an imported model's is timed below
         unpruned_tflite.unlink()
 
     progress("onnx", "float (tf2onnx from Keras) and two int8 candidates")
-    float_onnx = export_onnx.to_onnx_float(pruned, out / "model_float.onnx", cfg.quant.onnx_opset)
+    float_onnx = onnx_export.to_onnx_float(pruned, out / "model_float.onnx", cfg.quant.onnx_opset)
     candidates = {
-        "tf2onnx on the int8 .tflite": export_onnx.to_onnx_from_tflite(
+        "tf2onnx on the int8 .tflite": onnx_export.to_onnx_from_tflite(
             out / "model_int8.tflite", out / "cand_tflite.onnx", cfg.quant.onnx_opset, quant["model_int8.tflite"]),
-        "onnxruntime static QDQ": export_onnx.to_onnx_qdq(float_onnx, out / "cand_qdq.onnx", calib),
+        "onnxruntime static QDQ": onnx_export.to_onnx_qdq(float_onnx, out / "cand_qdq.onnx", calib),
     }
     for path in [float_onnx, *candidates.values()]:
-        export_onnx.check(path)
+        onnx_export.check(path)
     quant["model_float.onnx"] = {"input": {"dtype": "float32"}, "output": {"dtype": "float32"}}
 
     # Pick the int8 ONNX path by measured parity on the VALIDATION split (the test set is for the end).
-    val_ref = train.predict(pruned, splits.x_val, cfg).argmax(1)
+    val_ref = fit.predict(pruned, splits.x_val, cfg).argmax(1)
     files = [n for n in ARTIFACTS if n != "model_int8.onnx"]
     write_json(out / "manifest.json", base_manifest(cfg, [artifact_entry(out, n, quant[n]) for n in files]))
     choice = {}
     for label, path in candidates.items():
-        r = validate.evaluate(path, splits.x_val, splits.y_val, val_ref)
+        r = parity.evaluate(path, splits.x_val, splits.y_val, val_ref)
         choice[label] = {"val_agreement": round(r["agreement_with_float"], 4), "val_accuracy": round(r["accuracy"], 4)}
         progress("onnx", f"int8 candidate {label}: validation agreement {r['agreement_with_float']:.2%}")
     # tf2onnx's model is the one other clients read: on the default release OpenCV DNN 4.14 got 61 % right with
@@ -273,9 +286,9 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
             path.unlink()
     quant["model_int8.onnx"] = (quant["model_int8.tflite"] if best.startswith("tf2onnx")
                                 else {"input": {"dtype": "float32"}, "output": {"dtype": "float32"}})
-    opencv = {name: export_onnx.for_opencv(out / name) for name in ("model_float.onnx", "model_int8.onnx")}
+    opencv = {name: onnx_export.for_opencv(out / name) for name in ("model_float.onnx", "model_int8.onnx")}
     for name in opencv:
-        export_onnx.check(out / name)
+        onnx_export.check(out / name)
     progress("onnx", "rewritten for OpenCV DNN 4.x: " + "; ".join(f"{n}: {len(c)} change(s)" for n, c in opencv.items()))
 
     progress("metadata", "labels and normalization into every artifact (TFLite Metadata, ONNX metadata_props)")
@@ -290,8 +303,8 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
     results = {}
     for entry in entries:
         name = entry["file"]
-        kernels = validate.KERNELS if entry["format"] == "tflite" else validate.KERNELS[:1]
-        evaluate = validate.evaluate_rgb if name == RGB_ARTIFACT else validate.evaluate
+        kernels = parity.KERNELS if entry["format"] == "tflite" else parity.KERNELS[:1]
+        evaluate = parity.evaluate_rgb if name == RGB_ARTIFACT else parity.evaluate
         runs = {k: evaluate(out / name, splits.x_test, splits.y_test, ref_pred, kernels=k) for k in kernels}
         r = runs["default"]
         results[name] = r
@@ -310,7 +323,7 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
                              f"agreement {r['agreement_with_float']:.2%}  correct: {counts}")
     rgb, int8 = results[RGB_ARTIFACT]["predictions"], results["model_int8.tflite"]["predictions"]
     rgb_same = float((rgb == int8).mean())
-    failures = validate.gate(results, ref_acc, cfg.gate)
+    failures = parity.gate(results, ref_acc, cfg.gate)
     if rgb_same < 1.0 - cfg.gate.max_rgb_disagreement:
         failures.append(f"{RGB_ARTIFACT}: top-1 agreement with model_int8.tflite {rgb_same:.2%} on gray images fed "
                         f"as RGB (gate: at least {1.0 - cfg.gate.max_rgb_disagreement:.2%})")
@@ -319,16 +332,16 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
     for entry in entries:
         if entry["file"] == RGB_ARTIFACT:      # MediaPipe applies no temperature; its scores stay raw
             continue
-        val_probs = validate.evaluate(out / entry["file"], splits.x_val, splits.y_val, val_ref)["probs"]
-        entry["calibration"] = calibrate.calibrate(val_probs, splits.y_val, results[entry["file"]]["probs"],
+        val_probs = parity.evaluate(out / entry["file"], splits.x_val, splits.y_val, val_ref)["probs"]
+        entry["calibration"] = temperature.calibrate(val_probs, splits.y_val, results[entry["file"]]["probs"],
                                                    splits.y_test)
         c = entry["calibration"]
         progress("calibrate", f"{entry['file']:<20} T {c['temperature']:.3f}  test ECE "
                               f"{c['test_ece_before']:.2%} → {c['test_ece_after']:.2%}")
     int8 = results["model_int8.tflite"]
     calibration_curves = {
-        "raw": calibrate.reliability(int8["probs"], splits.y_test),
-        "calibrated": calibrate.reliability(int8_tflite_calibrated(int8["probs"], entries), splits.y_test)}
+        "raw": temperature.reliability(int8["probs"], splits.y_test),
+        "calibrated": temperature.reliability(int8_tflite_calibrated(int8["probs"], entries), splits.y_test)}
     # Figures are kept at full precision in the gate but rounded to 4 places in the manifest; the
     # exact count of correct answers is kept too, so a re-evaluation can be compared exactly.
     for entry in entries:
@@ -355,9 +368,9 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
                            "validation split; OpenCV DNN may not read it (python -m pipeline compat)")},
         gate={"max_drop_pp": cfg.gate.max_drop_pp, "min_agreement": cfg.gate.min_agreement,
               "passed": not failures, "failures": failures},
-        tools=export_onnx.tool_versions(),
+        tools=onnx_export.tool_versions(),
         sizes={"unpruned_float_tflite": unpruned_size},
-        photos_train=None if adapted is None else photos_train.describe(adapted["photos"], adapted["info"]),
+        photos_train=None if adapted is None else photo_variants.describe(adapted["photos"], adapted["info"]),
     )
     if imported is not None:
         manifest["import"] = imported.info
@@ -366,15 +379,15 @@ def _build(cfg, splits, model, pruned, prune_info, float_acc, ref_acc, ref_pred,
     for file in report.SECTIONS:              # `compare` results stay with the release until re-run
         if (Path(cfg.export_dir) / file).exists():
             shutil.copy(Path(cfg.export_dir) / file, out / file)
-    (out / "labels.txt").write_text("\n".join(data.CLASS_NAMES) + "\n")
+    (out / "labels.txt").write_text("\n".join(fashion_mnist.CLASS_NAMES) + "\n")
     plots = report.training_plots(out, splits, history, ref_probs)
     plots["reliability"] = report.reliability_plot(calibration_curves, out / report.PLOTS_EXTRA["reliability"])
     write_json(out / "manifest.json", manifest)       # the temperatures, which the photo run below reads
     before = None
     if adapted is not None:                # the Fashion-MNIST-only model, measured the same way, not shipped
         before = out / "fashion_mnist_only_int8.tflite"
-        before.write_bytes(quantize.to_tflite_int8(adapted["model"], calib))
-    measure_photos(out, manifest, photos.find_dev_set(cfg.data.photos_dir), before)
+        before.write_bytes(tflite.to_tflite_int8(adapted["model"], calib))
+    measure_photos(out, manifest, real_photos.find_dev_set(cfg.data.photos_dir), before)
     if before is not None:
         before.unlink()
     report.write_report(out, manifest, plots)
@@ -391,14 +404,14 @@ def measure_photos(out: Path, manifest: dict, dev: Path | None, fmnist_only: Pat
         return
     before = None
     if fmnist_only is not None:
-        before = photos.public(photos.evaluate(fmnist_only, dev, verify=False))
+        before = real_photos.public(real_photos.evaluate(fmnist_only, dev, verify=False))
         progress("photos", f"Fashion-MNIST-only int8 model on the real photos: top-1 {before['accuracy']:.2%}")
-    r = photos.evaluate(out / "model_int8.tflite", dev)
+    r = real_photos.evaluate(out / "model_int8.tflite", dev)
     progress("photos", f"model_int8.tflite on {r['photos']} real photos ({dev}): top-1 {r['accuracy']:.2%}")
-    photos.contact_sheet(r, data.CLASS_NAMES, out / report.PLOTS_EXTRA["contact_sheet"])
+    real_photos.contact_sheet(r, fashion_mnist.CLASS_NAMES, out / report.PLOTS_EXTRA["contact_sheet"])
     report.confusion_plot(r["_y"], r["_pred"], out / report.PLOTS_EXTRA["photo_confusion"],
                           title="Confusion matrix (real photos, int8 TFLite)")
-    manifest["real_photos"] = {"model": "model_int8.tflite", "conversion_commit": git_commit(), **photos.public(r)}
+    manifest["real_photos"] = {"model": "model_int8.tflite", "conversion_commit": git_commit(), **real_photos.public(r)}
     if before is not None:
         manifest["real_photos"]["fashion_mnist_only"] = before
 
@@ -413,7 +426,7 @@ def remeasure_photos(target: Path, photos_dir: str | None = None) -> dict:
         raise DataError(f"{target / 'manifest.json'}: no release here; run `make export` first")
     if photos_dir is not None and not (Path(photos_dir) / "MANIFEST.tsv").is_file():
         raise DataError(f"{photos_dir}: not a real-photos folder (no MANIFEST.tsv in it)")
-    dev = photos.find_dev_set(photos_dir)
+    dev = real_photos.find_dev_set(photos_dir)
     if dev is None:
         raise DataError("no real-photos-dev folder (with a MANIFEST.tsv): give --photos DIR or set $FASHION_EDGE_PHOTOS")
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-staging-", dir=target.parent))

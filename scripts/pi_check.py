@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))               # pipeline.bundle, as `make bundle` runs it
+sys.path.insert(0, str(REPO))               # pipeline.bundle.tarball, as `make bundle` runs it
 
 from picheck.check import check  # noqa: E402 (after the path)
 from picheck.common import EXIT_UNAVAILABLE, CheckError, Unavailable, log  # noqa: E402

@@ -149,11 +149,11 @@ def train_and_save(name: str, out: Path, epochs: int | None = None, train_limit:
                    seed: int = 0, verbose: int = 0) -> Path:
     """Train tutorial `name` on the 60,000 training images (or the first `train_limit`) and save it the
     tutorial's way under `out`; returns the saved path."""
-    from pipeline import data
+    from pipeline.data import fashion_mnist
     t = TUTORIALS[name]
     k = keras_module(t.keras)
     k.utils.set_random_seed(seed)
-    x, y, _, _, _ = data.load_raw()
+    x, y, _, _, _ = fashion_mnist.load_raw()
     if train_limit:
         x, y = x[:train_limit], y[:train_limit]
     model = t.build(k)
@@ -167,10 +167,10 @@ def train_and_save(name: str, out: Path, epochs: int | None = None, train_limit:
 
 def test_accuracy(name: str, path: Path) -> float:
     """The saved model, loaded back by its own Keras, on the 10,000 test images prepared the tutorial's way."""
-    from pipeline import data
+    from pipeline.data import fashion_mnist
     t = TUTORIALS[name]
     k = keras_module(t.keras)
-    _, _, xt, yt, _ = data.load_raw()
+    _, _, xt, yt, _ = fashion_mnist.load_raw()
     model = k.models.load_model(str(path), compile=False)
     xs, _ = t.prepare(xt, yt)
     return float((np.asarray(model.predict(xs, batch_size=1024, verbose=0)).argmax(1) == yt).mean())

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline import bundle
+from pipeline.bundle import tarball
 
 try:
     from edge_models import REPO, fashion_mnist, garment_video
@@ -30,7 +30,7 @@ except ImportError:  # tests/ collected as a package
     from tests.edge_models import REPO, fashion_mnist, garment_video
 
 RELEASE = REPO / "exported"
-TOP = f"fashion-edge-device-{bundle.project_metadata()['version']}"
+TOP = f"fashion-edge-device-{tarball.project_metadata()['version']}"
 
 
 def _members(archive: Path) -> dict[str, int]:
@@ -39,19 +39,19 @@ def _members(archive: Path) -> dict[str, int]:
 
 
 def test_bundle_holds_the_runtime_wheel_the_release_and_install_sh_only(tmp_path):
-    archive = bundle.build(RELEASE, tmp_path / "dist", log=lambda m: None)
+    archive = tarball.build(RELEASE, tmp_path / "dist", log=lambda m: None)
     assert archive.name == f"{TOP}.tar.gz"
     names = set(_members(archive))
-    wheel = f"{TOP}/fashion_edge_runtime-{bundle.project_metadata()['version']}-py3-none-any.whl"
+    wheel = f"{TOP}/fashion_edge_runtime-{tarball.project_metadata()['version']}-py3-none-any.whl"
     assert names == {f"{TOP}/install.sh", f"{TOP}/BUNDLE.json", wheel,
-                     *(f"{TOP}/release/{f}" for f in bundle.RELEASE_FILES)}
+                     *(f"{TOP}/release/{f}" for f in tarball.RELEASE_FILES)}
     with tarfile.open(archive) as tar:
         tar.extractall(tmp_path / "x", filter="data")
     top = tmp_path / "x" / TOP
     assert os.access(top / "install.sh", os.X_OK)
     info = json.loads((top / "BUNDLE.json").read_text())
     for name, entry in info["files"].items():                 # every file is what BUNDLE.json says
-        assert bundle._sha256(top / name) == entry["sha256"], name
+        assert tarball._sha256(top / name) == entry["sha256"], name
     for f in ("model_int8.tflite", "manifest.json"):
         assert (top / "release" / f).read_bytes() == (RELEASE / f).read_bytes()
     with zipfile.ZipFile(top / Path(wheel).name) as whl:
@@ -69,8 +69,8 @@ def test_bundle_holds_the_runtime_wheel_the_release_and_install_sh_only(tmp_path
 def test_a_release_without_its_models_is_refused_naming_what_is_missing(tmp_path):
     (tmp_path / "release").mkdir()
     shutil.copy(RELEASE / "manifest.json", tmp_path / "release")
-    with pytest.raises(bundle.PipelineError, match="missing model_int8.tflite, model_int8.onnx"):
-        bundle.build(tmp_path / "release", tmp_path / "dist", log=lambda m: None)
+    with pytest.raises(tarball.PipelineError, match="missing model_int8.tflite, model_int8.onnx"):
+        tarball.build(tmp_path / "release", tmp_path / "dist", log=lambda m: None)
     assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())
 
 
@@ -86,7 +86,7 @@ def offline_bundle(tmp_path_factory) -> Path:
     if sys.version_info[:2] != (3, 11):
         pytest.skip("the x86_64 offline bundle is for Python 3.11")
     out = tmp_path_factory.mktemp("bundle")
-    archive = bundle.build(RELEASE, out / "dist", with_wheels=True, target="x86_64-cp311", extras=["tflite", "camera"],
+    archive = tarball.build(RELEASE, out / "dist", with_wheels=True, target="x86_64-cp311", extras=["tflite", "camera"],
                            log=lambda m: None)
     with tarfile.open(archive) as tar:
         tar.extractall(out, filter="data")

@@ -1,10 +1,10 @@
-"""Temperature scaling and ECE (pipeline/calibrate.py, edge_runtime.quant.temperature_scale)."""
+"""Temperature scaling and ECE (pipeline/evaluate/temperature.py, edge_runtime.quant.temperature_scale)."""
 from __future__ import annotations
 
 import numpy as np
 
 from edge_runtime.quant import softmax, temperature_scale
-from pipeline import calibrate
+from pipeline.evaluate import temperature
 
 
 def _sample(n: int, true_t: float, seed: int = 0):
@@ -29,14 +29,14 @@ def test_temperature_one_is_the_identity_and_ranking_never_changes():
 def test_fit_recovers_the_temperature_and_lowers_ece():
     for true_t in (0.6, 1.8):
         probs, y = _sample(4000, true_t)
-        t = calibrate.fit_temperature(probs, y)
+        t = temperature.fit_temperature(probs, y)
         assert abs(np.log(t / true_t)) < 0.12, (t, true_t)
-        assert calibrate.ece(temperature_scale(probs, t), y) < calibrate.ece(probs, y)
+        assert temperature.ece(temperature_scale(probs, t), y) < temperature.ece(probs, y)
 
 
 def test_ece_is_zero_when_confidence_equals_accuracy_and_large_when_not():
     probs = np.full((1000, 10), 0.0, np.float32)
     probs[:, 0], probs[:, 1:] = 0.8, 0.2 / 9
     y = np.where(np.arange(1000) < 800, 0, 1)            # right exactly 80 % of the time at 0.8
-    assert calibrate.ece(probs, y) < 1e-6
-    assert abs(calibrate.ece(probs, np.ones(1000, int)) - 0.8) < 1e-6   # always wrong at 0.8
+    assert temperature.ece(probs, y) < 1e-6
+    assert abs(temperature.ece(probs, np.ones(1000, int)) - 0.8) < 1e-6   # always wrong at 0.8

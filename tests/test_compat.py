@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import compat
+from pipeline.compat import clients
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def table(quick_release):
     _, manifest, root = quick_release
-    rows = compat.run(root / "exported", REPO / "build", ["mediapipe", "opencv4", "tflite-runtime"], log=lambda m: None)
+    rows = clients.run(root / "exported", REPO / "build", ["mediapipe", "opencv4", "tflite-runtime"], log=lambda m: None)
     return manifest, {(r["client"], r["version"].split(".")[0], r["artifact"]): r for r in rows}, root / "exported", rows
 
 
@@ -64,8 +64,8 @@ def test_tflite_runtime_reproduces_the_reference_kernel_count(table, name):
 def test_the_table_goes_into_compat_md_and_between_the_readme_markers(table, tmp_path):
     _, _, out, rows = table
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n{compat.README_START}\nold\n{compat.README_END}\n\nafter\n")
-    text = compat.write(out, rows, readme)
+    readme.write_text(f"# x\n\n{clients.README_START}\nold\n{clients.README_END}\n\nafter\n")
+    text = clients.write(out, rows, readme)
     assert "| client | version | artifact | result |" in text and "MediaPipe" in text
     body = readme.read_text()
     assert "old" not in body and text in body and body.endswith("after\n")

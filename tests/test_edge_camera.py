@@ -149,7 +149,7 @@ def test_reconnect_gives_up_after_bounded_backoff(models):
 
 def test_collect_saves_raw_frames_per_class_ready_for_training(models, video, tmp_path, capsys):
     from PIL import Image
-    from pipeline import photos_train
+    from pipeline.train import photo_variants
 
     code = main(["--model", str(models / "model_int8.tflite"), "--camera", str(video), "--max-frames", "5",
                  "--collect", str(tmp_path / "mine"), "--label", "t-shirt/TOP", "--every", "0"])
@@ -159,7 +159,7 @@ def test_collect_saves_raw_frames_per_class_ready_for_training(models, video, tm
     assert all(Image.open(p).size == (160, 120) for p in saved)      # the raw frame, not the 28×28 input
     out = capsys.readouterr()
     assert out.out.count("\tsaved ") == 5 and "saved 5 frames as 'T-shirt/top'" in out.err
-    photos = photos_train.read(tmp_path / "mine")                     # what --photos-train DIR reads
+    photos = photo_variants.read(tmp_path / "mine")                     # what --photos-train DIR reads
     assert len(photos.paths) == 5 and set(photos.labels.tolist()) == {0}
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import cli, export, quantize
+from pipeline import cli
+from pipeline import export
+from pipeline.quantize import tflite
 from pipeline.config import make_config
 
 pytestmark = pytest.mark.slow
@@ -60,7 +62,7 @@ def test_failed_gate_exits_nonzero_and_keeps_exported_byte_identical(quick, monk
     cfg, _, out = quick
     before = _digest(out)
     # A deliberately broken int8 artifact: calibrated on blank images, its input scale is wrong.
-    monkeypatch.setattr(quantize, "calibration_images",
+    monkeypatch.setattr(tflite, "calibration_images",
                         lambda cfg, splits: np.full((10, 28, 28, 1), -0.81, dtype=np.float32))
     # The default gate (0.3 pp, 99 %), through the command line a user runs.
     code = cli.main(["export", "--profile", "quick", "--build-dir", cfg.build_dir, "--export-dir", str(out)])
@@ -88,8 +90,8 @@ def test_changing_only_quantization_does_not_retrain(quick, capfd):
 def _photo_folder(root: Path) -> Path:
     """A tiny real-photos-style folder (MANIFEST.tsv + JPEGs): dataset garments, dark on a light, noisy floor."""
     from PIL import Image
-    from pipeline import data
-    _, _, x_test, y_test, _ = data.load_raw()
+    from pipeline.data import fashion_mnist
+    _, _, x_test, y_test, _ = fashion_mnist.load_raw()
     rng = np.random.default_rng(0)
     rows = ["path\tclass_index\tclass_name"]
     for i in range(6):
@@ -98,7 +100,7 @@ def _photo_folder(root: Path) -> Path:
         floor[15:105, 35:125] = np.minimum(floor[15:105, 35:125], garment[..., None])
         (root / "photos").mkdir(parents=True, exist_ok=True)
         Image.fromarray(floor).save(root / "photos" / f"{i}.jpg", quality=90)
-        rows.append(f"photos/{i}.jpg\t{y_test[i]}\t{data.CLASS_NAMES[y_test[i]]}")
+        rows.append(f"photos/{i}.jpg\t{y_test[i]}\t{fashion_mnist.CLASS_NAMES[y_test[i]]}")
     (root / "MANIFEST.tsv").write_text("\n".join(rows) + "\n")
     return root
 
@@ -126,7 +128,7 @@ def test_photos_command_remeasures_only_the_real_photos_of_a_release(quick, tmp_
 def test_gate_boundary_is_inclusive():
     """3 of 1,000 images below the float model is a 0.3 pp drop: within a 0.3 pp gate (float error aside)."""
     from pipeline.config import GateConfig
-    from pipeline.validate import gate
+    from pipeline.evaluate.parity import gate
     r = {"m": {"accuracy": 0.773, "agreement_with_float": 0.994}}
     assert gate(r, 0.776, GateConfig()) == []
     assert gate(r, 0.777, GateConfig())[0].startswith("m: accuracy 77.30% is 0.40 pp below")

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import cli, data, import_keras
+from pipeline import cli
+from pipeline.data import fashion_mnist
+from pipeline.keras_import import importer
 from pipeline.config import make_config
 from scripts import tutorial_models
 
@@ -37,12 +39,12 @@ def _export(path: Path, out: Path, *flags: str) -> int:
 
 @pytest.fixture(scope="module")
 def quick_splits():
-    return data.load(make_config("quick"))
+    return fashion_mnist.load(make_config("quick"))
 
 
 def _import(path: Path, splits, **overrides):
     cfg = make_config("quick", **{"keras_model.path": str(path), **overrides})
-    return import_keras.run(cfg, splits, lambda stage, message: None)
+    return importer.run(cfg, splits, lambda stage, message: None)
 
 
 # --- the rebuild, proven -------------------------------------------------------------------------------
@@ -85,7 +87,7 @@ def test_tf_keras_savedmodel_is_rebuilt_and_versions_are_read(tmp_path, quick_sp
     r = _import(path, quick_splits)
     assert r.info["format"] == "keras2-savedmodel" and r.info["saved_by"].startswith("Keras 2.")
     assert r.info["proof"]["equal"] and r.info["outputs"] == "probabilities" and not r.info["softmax_appended"]
-    assert r.cfg.origin["sha256"] == import_keras.read_source(path).sha256
+    assert r.cfg.origin["sha256"] == importer.read_source(path).sha256
 
 
 # --- one line, exit code 2 ------------------------------------------------------------------------------
@@ -134,7 +136,7 @@ def test_wrong_normalization_says_check_the_normalization_and_which_works(tmp_pa
     """Trained on raw 0..255 pixels without saying so in the model: pixel / 255 (the default) is near chance."""
     keras = _keras3()
     keras.utils.set_random_seed(0)
-    x, y, _, _, _ = data.load_raw()
+    x, y, _, _, _ = fashion_mnist.load_raw()
     model = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(64, activation="relu"),
                               keras.layers.Dense(10, activation="softmax")])
     model.compile("adam", "sparse_categorical_crossentropy")
@@ -165,15 +167,15 @@ def _count_right(answers: str, root: Path) -> int:
     right = 0
     for line in answers.splitlines():
         a = json.loads(line)
-        right += a["label"] == data.CLASS_NAMES[int(Path(a["path"]).parent.name.split("_")[0])]
+        right += a["label"] == fashion_mnist.CLASS_NAMES[int(Path(a["path"]).parent.name.split("_")[0])]
     return right
 
 
 @pytest.fixture(scope="module")
 def test_pngs(tmp_path_factory):
     root = tmp_path_factory.mktemp("pngs")
-    _, _, x, y, _ = data.load_raw()
-    data.write_pngs(x[:1000], y[:1000], root)
+    _, _, x, y, _ = fashion_mnist.load_raw()
+    fashion_mnist.write_pngs(x[:1000], y[:1000], root)
     return root
 
 
@@ -221,7 +223,7 @@ def test_savedmodel_without_keras_metadata_exports_as_it_is_with_no_prune(tmp_pa
     """A Keras 3 model.export() folder has no layers to prune: --no-prune wraps it unchanged, and it is gated."""
     keras = _keras3()
     keras.utils.set_random_seed(0)
-    x, y, _, _, _ = data.load_raw()
+    x, y, _, _, _ = fashion_mnist.load_raw()
     model = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(64, activation="relu"),
                               keras.layers.Dense(10)])
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))

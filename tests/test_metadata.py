@@ -14,7 +14,8 @@ import pytest
 
 from edge_runtime import model_metadata
 from edge_runtime.classifier import Classifier
-from pipeline import data, export
+from pipeline.data import fashion_mnist
+from pipeline import export
 
 pytestmark = pytest.mark.slow
 TFLITE = [n for n, (fmt, _) in export.ALL_ARTIFACTS.items() if fmt == "tflite"]
@@ -24,7 +25,7 @@ ONNX = [n for n, (fmt, _) in export.ARTIFACTS.items() if fmt == "onnx"]
 @pytest.fixture(scope="module")
 def release(quick_release):
     cfg, manifest, root = quick_release
-    x, y = data.load_raw()[2:4]
+    x, y = fashion_mnist.load_raw()[2:4]
     n = manifest["test_images"]
     return cfg, manifest, root / "exported", x[:n], y[:n]
 
@@ -33,7 +34,7 @@ def release(quick_release):
 def test_every_tflite_carries_its_labels_and_normalization(release, name):
     cfg, _, out, _, _ = release
     info = model_metadata.read_tflite(out / name)
-    assert list(info.labels) == list(data.CLASS_NAMES)
+    assert list(info.labels) == list(fashion_mnist.CLASS_NAMES)
     if name.endswith("_rgb.tflite"):               # raw pixels in, normalization inside the graph
         assert info.mean is None and info.std is None
     else:
@@ -46,7 +47,7 @@ def test_every_onnx_carries_labels_normalization_layout_and_a_doc_string(release
     cfg, _, out, _, _ = release
     model = onnx.load(str(out / name))
     props = {p.key: p.value for p in model.metadata_props}
-    assert json.loads(props["labels"]) == list(data.CLASS_NAMES) and props["layout"] == "NHWC"
+    assert json.loads(props["labels"]) == list(fashion_mnist.CLASS_NAMES) and props["layout"] == "NHWC"
     assert json.loads(props["normalization"]) == {"mean": cfg.data.mean, "std": cfg.data.std, "scale": 255.0}
     assert "Fashion-MNIST" in model.doc_string and "(N, 28, 28, 1)" in model.doc_string
 
@@ -57,7 +58,7 @@ def test_a_model_file_alone_answers_like_it_does_beside_its_manifest(release, na
     shutil.copy(out / name, tmp_path / name)
     alone = Classifier(tmp_path / name, calibrated=False)
     assert "warning" not in capsys.readouterr().err
-    assert list(alone.labels) == list(data.CLASS_NAMES)
+    assert list(alone.labels) == list(fashion_mnist.CLASS_NAMES)
     assert (alone.mean, alone.std) == pytest.approx((cfg.data.mean, cfg.data.std), abs=1e-6)
     beside = Classifier(out / name, calibrated=False)
     assert (alone.scores(x).argmax(1) == beside.scores(x).argmax(1)).all()
@@ -90,15 +91,15 @@ def test_edge_classify_with_the_model_file_alone_prints_the_labels_and_no_warnin
     assert done.returncode == 0, done.stderr
     assert "warning" not in done.stderr
     labels = [part.rsplit(" ", 1)[0] for part in done.stdout.strip().split("\t")[1].split(", ")]
-    assert set(labels) <= set(data.CLASS_NAMES) and len(labels) == 3
+    assert set(labels) <= set(fashion_mnist.CLASS_NAMES) and len(labels) == 3
 
 
 @pytest.mark.parametrize("name", TFLITE)
 def test_both_kernel_counts_are_in_the_manifest_and_reproduce(release, name):
-    from pipeline import validate
+    from pipeline.evaluate import parity
     _, manifest, out, x, y = release
     entry = {a["file"]: a for a in manifest["artifacts"]}[name]
-    evaluate = validate.evaluate_rgb if name.endswith("_rgb.tflite") else validate.evaluate
+    evaluate = parity.evaluate_rgb if name.endswith("_rgb.tflite") else parity.evaluate
     for kernels in ("default", "reference"):
         r = evaluate(out / name, x, y, y, kernels=kernels)
         assert int((r["predictions"] == y).sum()) == entry["kernels"][kernels]["correct"], kernels
@@ -118,10 +119,10 @@ def test_the_rgb_model_takes_uint8_rgb_and_answers_like_the_int8_model(release):
 @pytest.mark.parametrize("name", ONNX)
 def test_opencv_dnn_of_this_venv_reads_the_onnx_models_as_n_by_10_with_onnxruntimes_answers(release, name):
     cv2 = pytest.importorskip("cv2")
-    from pipeline import compat
+    from pipeline.compat import clients
     _, _, out, x, y = release
     net = cv2.dnn.readNetFromONNX(str(out / name))
-    net.setInput(compat.model_inputs(out / name, x[:200]))
+    net.setInput(clients.model_inputs(out / name, x[:200]))
     got = net.forward()
     assert got.shape == (200, 10)
     assert (got.argmax(1) == Classifier(out / name).scores(x[:200]).argmax(1)).all()

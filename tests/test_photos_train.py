@@ -1,4 +1,4 @@
-"""pipeline.photos_train and adapt: training photos read from a manifest or class folders, converted by the
+"""pipeline.train.photo_variants and adapt: training photos read from a manifest or class folders, converted by the
 runtime and cached, and a quick export that adapts on a small folder made here."""
 import json
 from pathlib import Path
@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import cli, photos_train
-from pipeline.data import CLASS_NAMES
+from pipeline import cli
+from pipeline.train import photo_variants
+from pipeline.data.fashion_mnist import CLASS_NAMES
 from pipeline.errors import DataError
 
 
@@ -24,8 +25,8 @@ def _photo(garment: np.ndarray, seed: int) -> Image.Image:
 @pytest.fixture(scope="module")
 def class_folders(tmp_path_factory):
     """DIR/<class>/*.jpg as a user would bring them: 4 photos each of three classes, three folder spellings."""
-    from pipeline import data
-    x, y = data.load_raw()[2:4]
+    from pipeline.data import fashion_mnist
+    x, y = fashion_mnist.load_raw()[2:4]
     root = tmp_path_factory.mktemp("mine")
     for name, c in (("Trouser", 1), ("6_Shirt", 6), ("ankle boot", 9)):
         (root / name).mkdir()
@@ -35,7 +36,7 @@ def class_folders(tmp_path_factory):
 
 
 def test_class_folders_are_read_by_class_name(class_folders):
-    photos = photos_train.read(class_folders)
+    photos = photo_variants.read(class_folders)
     assert photos.counts() == {"Trouser": 4, "Shirt": 4, "Ankle boot": 4}
     assert len(set(photos.senders)) == 12 and len(photos.manifest_sha256) == 64
 
@@ -44,9 +45,9 @@ def test_a_folder_that_is_no_class_is_named(class_folders, tmp_path):
     bad = tmp_path / "bad"
     (bad / "Hats").mkdir(parents=True)
     with pytest.raises(DataError, match=r"Hats: folder name is not a class"):
-        photos_train.read(bad)
+        photo_variants.read(bad)
     with pytest.raises(DataError, match="no such folder of training photos"):
-        photos_train.find(str(tmp_path / "missing"))
+        photo_variants.find(str(tmp_path / "missing"))
 
 
 def test_manifest_folders_keep_senders_and_can_exclude_another_sets_senders(tmp_path, class_folders):
@@ -58,33 +59,33 @@ def test_manifest_folders_keep_senders_and_can_exclude_another_sets_senders(tmp_
             Image.open(next((class_folders / "Trouser").glob("*.jpg"))).save(folder / "photos" / f"{k}.jpg")
             rows.append(f"photos/{k}.jpg\t1\t{s}")
         (folder / "MANIFEST.tsv").write_text("\n".join(rows) + "\n")
-    photos = photos_train.read(pool)
+    photos = photo_variants.read(pool)
     assert photos.senders == ["a", "b", "c"]
-    assert photos_train.exclude_senders(photos, other).senders == ["a", "c"]
+    assert photo_variants.exclude_senders(photos, other).senders == ["a", "c"]
     (pool / "MANIFEST.tsv").write_text("path\tclass_index\tsender_id\nphotos/9.jpg\t1\ta\n")
     with pytest.raises(DataError, match=r"line 2: photos/9.jpg does not exist"):
-        photos_train.read(pool)
+        photo_variants.read(pool)
 
 
 def test_variants_are_the_runtimes_conversion_and_are_cached(class_folders, tmp_path):
     from edge_runtime.preprocess import load_image, to_model_input
-    photos = photos_train.read(class_folders)
-    x, y, source = photos_train.variants(photos, 2, 0, tmp_path)
+    photos = photo_variants.read(class_folders)
+    x, y, source = photo_variants.variants(photos, 2, 0, tmp_path)
     assert x.shape == (36, 28, 28) and x.dtype == np.uint8 and np.array_equal(np.bincount(source), [3] * 12)
     assert np.array_equal(x[0], to_model_input(load_image(photos.paths[0])))    # variant 0: the photo as it is
     assert not np.array_equal(x[1], x[0])                                       # the others are augmented
     cached = list(tmp_path.glob("photo-variants-*.npz"))
     assert len(cached) == 1
-    again = photos_train.variants(photos, 2, 0, tmp_path)
+    again = photo_variants.variants(photos, 2, 0, tmp_path)
     assert all(np.array_equal(a, b) for a, b in zip((x, y, source), again))
 
 
 def test_balanced_weights_lift_rare_classes():
     labels = np.array([0] * 90 + [4] * 10)
-    w = photos_train.balanced_weights(labels, 0.5)
+    w = photo_variants.balanced_weights(labels, 0.5)
     assert w.sum() == pytest.approx(1.0)
     assert w[labels == 4].sum() == pytest.approx(np.sqrt(10) / (np.sqrt(90) + np.sqrt(10)))
-    assert photos_train.balanced_weights(labels, 0.0)[labels == 4].sum() == pytest.approx(0.5)
+    assert photo_variants.balanced_weights(labels, 0.0)[labels == 4].sum() == pytest.approx(0.5)
 
 
 @pytest.mark.slow
@@ -100,7 +101,7 @@ def test_quick_export_adapts_on_a_photo_folder_and_records_it(quick_release, cla
     p = manifest["photos_train"]
     assert p["folder"] == class_folders.name and p["photos"] == 12
     assert p["per_class"] == {"Trouser": 4, "Shirt": 4, "Ankle boot": 4}
-    assert p["manifest_sha256"] == photos_train.read(class_folders).manifest_sha256
+    assert p["manifest_sha256"] == photo_variants.read(class_folders).manifest_sha256
     assert p["measured_sparsity"] >= 0.49                       # the masks pruning paid for are kept
     assert "## Adapted on real photos" in (out / "report.md").read_text()
     assert all(a["file"] != "fashion_mnist_only_int8.tflite" for a in manifest["artifacts"])
@@ -129,10 +130,11 @@ def test_sender_grouped_folds_hold_out_every_photo_once_into_the_report(quick_re
 
 
 def test_footwear_pairs_are_two_shoes_side_by_side_converted_by_the_runtime():
-    """Synthetic pair photos (pipeline/footwear_pairs.py) come out of the runtime's conversion as two light shapes
+    """Synthetic pair photos (pipeline/train/footwear_pairs.py) come out of the runtime's conversion as two light shapes
     side by side, labelled with their footwear class, reproducibly."""
-    from pipeline import data, footwear_pairs
-    x, y = data.load_raw()[:2]
+    from pipeline.data import fashion_mnist
+    from pipeline.train import footwear_pairs
+    x, y = fashion_mnist.load_raw()[:2]
     images, labels = footwear_pairs.synthesize(x, y, 12, seed=0)
     assert images.shape == (36, 28, 28) and images.dtype == np.uint8
     assert labels.tolist() == [5] * 12 + [7] * 12 + [9] * 12

@@ -167,8 +167,8 @@ def test_device_model_memory_within_pinned_reference(backend, device, baseline, 
 
 @pytest.fixture(scope="module")
 def test_set(manifest):
-    from pipeline import data
-    _, _, x_test, y_test, _ = data.load_raw()
+    from pipeline.data import fashion_mnist
+    _, _, x_test, y_test, _ = fashion_mnist.load_raw()
     n = int(manifest.get("test_images", len(y_test)))   # a quick export evaluates a prefix
     return x_test[:n], y_test[:n]
 
@@ -178,7 +178,7 @@ def test_int8_accuracy_reproduces_manifest_count(name, manifest, test_set):
     from edge_runtime.classifier import Classifier
     x, y = test_set
     entry = {a["file"]: a for a in manifest["artifacts"]}[name]
-    # Two threads, as pipeline/validate.py ran it; integer kernels give the same answers on any count.
+    # Two threads, as pipeline/evaluate/parity.py ran it; integer kernels give the same answers on any count.
     pred = Classifier(_path(name), num_threads=2).scores(x).argmax(1)
     correct = int((pred == y).sum())
     _gate(correct == entry["correct"], (
@@ -189,12 +189,12 @@ def test_int8_accuracy_reproduces_manifest_count(name, manifest, test_set):
 def test_real_photos_reproduce_manifest_and_reach_the_baseline(manifest, baseline):
     """The shipped int8 model on the real phone photos: the manifest's exact count, and ≥ the committed
     floor (benchmarks/baseline.json: real_photos_min_top1). Skipped where the photos are not present."""
-    from pipeline import photos
+    from pipeline.evaluate import real_photos
     recorded = manifest.get("real_photos")
-    folder = photos.find_dev_set()
+    folder = real_photos.find_dev_set()
     if recorded is None or folder is None:
         pytest.skip("no real_photos in the manifest, or no real-photos-dev folder here")
-    r = photos.evaluate(_path(recorded["model"]), folder)
+    r = real_photos.evaluate(_path(recorded["model"]), folder)
     _gate(r["correct"] == recorded["correct"], (
         f"{recorded['model']} on {folder}: {r['correct']}/{r['photos']} right, manifest says "
         f"{recorded['correct']}/{recorded['photos']} ({RELEASE / 'manifest.json'})"))

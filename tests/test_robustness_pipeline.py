@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pipeline import data, export
+from pipeline.data import fashion_mnist
+from pipeline import export
 from pipeline.errors import DataError
 
-REAL = data.locate()
+REAL = fashion_mnist.locate()
 
 
 def _copy_with(tmp_path, key, blob):
@@ -28,7 +29,7 @@ def _copy_with(tmp_path, key, blob):
 
 def _error(folder):
     with pytest.raises(DataError) as e:
-        data.load_raw(folder)
+        fashion_mnist.load_raw(folder)
     return str(e.value)
 
 
@@ -56,11 +57,11 @@ def test_label_count_mismatch_is_a_clear_error(tmp_path):
     path = tmp_path / "t10k-labels-idx1-ubyte.gz"
     for k, p in REAL.items():
         (tmp_path / p.name).write_bytes(p.read_bytes())
-    data.write_idx(path, labels)
+    fashion_mnist.write_idx(path, labels)
     msg = _error(str(tmp_path))
     assert "t10k-labels-idx1-ubyte.gz" in msg and "9999" in msg
     with pytest.raises(DataError, match="10 images but 9 labels"):
-        data.split(np.zeros((10, 28, 28), np.uint8), np.zeros(9, np.uint8), np.zeros((1, 28, 28), np.uint8),
+        fashion_mnist.split(np.zeros((10, 28, 28), np.uint8), np.zeros(9, np.uint8), np.zeros((1, 28, 28), np.uint8),
                    np.zeros(1, np.uint8), val_size=0, seed=0)
 
 
@@ -73,7 +74,7 @@ def test_label_count_mismatch_is_a_clear_error(tmp_path):
 ))
 def test_idx_parser_returns_an_array_or_raises_data_error(blob):
     try:
-        arr = data.read_idx_bytes(blob, "fuzz")
+        arr = fashion_mnist.read_idx_bytes(blob, "fuzz")
     except DataError as e:
         assert str(e).startswith("fuzz:")
     else:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import tune_space
+from pipeline.tune import space
 from pipeline.config import make_config
 from pipeline.errors import ConfigError
 
@@ -31,37 +31,39 @@ def test_pareto_flags_need_a_completed_trial_that_beats_on_every_axis():
          {"status": "completed", "val_accuracy": 0.80, "int8_bytes": 10_000, "macs": 9e6},   # smallest file
          {"status": "stopped early", "val_accuracy": 0.99, "int8_bytes": 1_000, "macs": 1e5},
          {"status": "rejected", "val_accuracy": None, "int8_bytes": 900, "macs": 1e5}]
-    assert tune_space.pareto_flags(t) == [True, False, True, False, False]
+    assert space.pareto_flags(t) == [True, False, True, False, False]
 
 
 def test_up_front_size_is_the_trained_files_size_and_a_limit_rejects_it():
     """The size is known before training (to within 0.2 %: the converter's tables), so a limit rejects early."""
-    from pipeline import data, quantize, train
-    params = dict(tune_space.RELEASE_PARAMS)
-    up = tune_space.measure_up_front(params, tune_space.Limits(max_int8_kb=40, max_macs=5e6))
+    from pipeline.data import fashion_mnist
+    from pipeline.quantize import tflite
+    from pipeline.train import fit
+    params = dict(space.RELEASE_PARAMS)
+    up = space.measure_up_front(params, space.Limits(max_int8_kb=40, max_macs=5e6))
     assert up["rejected"] == f"int8 {up['int8_bytes'] / 1024:.1f} KB > 40 KB; 6.10 M MACs > 5 M"
     assert up["macs"] == 6_103_880 and up["params"] == 47_554
     # a trained model of that architecture (1 epoch on 1,000 images) converts to the same size
-    cfg = tune_space.trial_config(make_config("quick", **{"data.train_limit": 1000}), params, epochs=1)
-    splits = data.load(cfg)
-    model, _ = train.train(cfg, splits)
-    trained = quantize.to_tflite_int8(model, quantize.calibration_images(cfg, splits))
+    cfg = space.trial_config(make_config("quick", **{"data.train_limit": 1000}), params, epochs=1)
+    splits = fashion_mnist.load(cfg)
+    model, _ = fit.train(cfg, splits)
+    trained = tflite.to_tflite_int8(model, tflite.calibration_images(cfg, splits))
     assert abs(len(trained) - up["int8_bytes"]) <= 0.002 * up["int8_bytes"], (len(trained), up["int8_bytes"])
-    assert tune_space.measure_up_front(params, tune_space.Limits(max_int8_kb=64))["rejected"] is None
+    assert space.measure_up_front(params, space.Limits(max_int8_kb=64))["rejected"] is None
 
 
 def test_trial_config_proxy_schedule_and_pick():
     base = make_config("default", **{"data.train_limit": 2000})
-    cfg = tune_space.trial_config(base, {**tune_space.RELEASE_PARAMS, "blocks": 2, "sparsity": 0.0}, epochs=1)
+    cfg = space.trial_config(base, {**space.RELEASE_PARAMS, "blocks": 2, "sparsity": 0.0}, epochs=1)
     assert cfg.train.model == "custom" and cfg.train.arch.widths == [16, 32] and not cfg.prune.enabled
     assert cfg.train.epochs == 1 and cfg.train.warmup_epochs == 0 and 2000 // cfg.train.batch_size >= 60
     result = {"trials": [{"trial_id": "a", "status": "completed", "pareto": True, "val_accuracy": 0.8, "int8_bytes": 9},
                          {"trial_id": "b", "status": "rejected", "pareto": False, "val_accuracy": None, "int8_bytes": 1}]}
-    assert tune_space.pick(result)["trial_id"] == "a"
+    assert space.pick(result)["trial_id"] == "a"
     with pytest.raises(ConfigError, match="rejected before training"):
-        tune_space.pick(result, "b")
+        space.pick(result, "b")
     with pytest.raises(ConfigError, match="no trial 'c'"):
-        tune_space.pick(result, "c")
+        space.pick(result, "c")
 
 
 def test_limit_rejects_every_configuration_before_training(tmp_path):
@@ -129,9 +131,9 @@ def test_tiny_search_stopped_with_sigint_resumes_then_exports_from_tune(tmp_path
                      "--max-drop-pp", "100", "--min-agreement", "0"])
     assert code == 0
     manifest = json.loads((export_dir / "manifest.json").read_text())
-    chosen = tune_space.pick(result)
+    chosen = space.pick(result)
     assert manifest["config"]["train"]["model"] == "custom"
-    assert manifest["config"]["train"]["arch"] == tune_space.dataclasses.asdict(tune_space.arch_of(chosen["config"]))
+    assert manifest["config"]["train"]["arch"] == space.dataclasses.asdict(space.arch_of(chosen["config"]))
     assert chosen["trial_id"] in manifest["config"]["origin"]
 
 
@@ -150,15 +152,15 @@ def test_the_searcher_never_proposes_one_architecture_twice():
     trial's result and Optuna is asked again, so 3 proposals in a space of 3 architectures are all different."""
     from ray import tune as ray_tune
 
-    from pipeline.tune_searcher import DistinctOptunaSearch
-    space = {k: ray_tune.choice([v]) for k, v in tune_space.RELEASE_PARAMS.items()}
+    from pipeline.tune.searcher import DistinctOptunaSearch
+    space = {k: ray_tune.choice([v]) for k, v in space.RELEASE_PARAMS.items()}
     space["kernel"] = ray_tune.choice([3, 5, 7])
     space["width4"] = ray_tune.choice([32, 48, 64])          # unused with 3 blocks: not a new architecture
     s = DistinctOptunaSearch(space=space, metric="val_accuracy", mode="max", seed=0)
     seen = []
     for k in range(3):
         params = s.suggest(f"t{k}")
-        seen.append(tune_space.describe(params))
+        seen.append(space.describe(params))
         s.on_trial_complete(f"t{k}", result={"val_accuracy": 0.5 + k / 10})
     assert len(set(seen)) == 3, seen
     assert s.skipped > 0
@@ -168,14 +170,14 @@ def test_the_first_trial_is_the_shipped_releases_architecture():
     """Read from the release's manifest: compact, a custom (tuned) one, or none for a model outside the family."""
     import json
     shipped = json.loads((ROOT / "exported" / "manifest.json").read_text())
-    assert tune_space.release_params(shipped) == tune_space.RELEASE_PARAMS        # the committed release: compact
+    assert space.release_params(shipped) == space.RELEASE_PARAMS        # the committed release: compact
     tuned = {"config": {"train": {"model": "custom", "arch": {"widths": [24, 24, 24], "convs": 2, "kernel": 3,
                                                               "pool": "max", "separable": True}},
                         "prune": {"enabled": True, "target_sparsity": 0.25}}}
-    p = tune_space.release_params(tuned)
-    assert tune_space.describe(p) == "24-24-24 ×2 k3 max sep sparsity 25%"
-    assert tune_space.same_architecture({**p, "width4": 128}, p)                # an unused width is no new architecture
-    assert tune_space.release_params({"config": {"train": {"model": "tiny"}}}) is None
+    p = space.release_params(tuned)
+    assert space.describe(p) == "24-24-24 ×2 k3 max sep sparsity 25%"
+    assert space.same_architecture({**p, "width4": 128}, p)                # an unused width is no new architecture
+    assert space.release_params({"config": {"train": {"model": "tiny"}}}) is None
     odd = json.loads(json.dumps(tuned))
     odd["config"]["train"]["arch"]["widths"] = [20, 24, 24]                     # 20 is not in the space
-    assert tune_space.release_params(odd) is None
+    assert space.release_params(odd) is None

@@ -1,6 +1,6 @@
 """The device bundle, installed in the root the way a user installs it on a Pi with no network.
 
-`make bundle-offline`'s archive (pipeline.bundle, the aarch64 cp311 wheels included) is copied into the
+`make bundle-offline`'s archive (pipeline.bundle.tarball, the aarch64 cp311 wheels included) is copied into the
 root, unpacked with the root's tar and installed by its own install.sh, all under emulation and in a
 network namespace with nothing in it. Every run starts from a fresh venv: what is checked is what a user gets.
 """
@@ -11,7 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
-from pipeline import bundle
+from pipeline.bundle import tarball
 
 from .common import GUEST, CheckError, log, run
 from .root import Root
@@ -25,7 +25,7 @@ BACKENDS = "tflite,onnx"                       # both runtimes: both int8 models
 def build_bundle(model_dir: Path, out: Path) -> Path:
     """The offline bundle of `model_dir`, exactly as `make bundle-offline` makes it."""
     t = time.monotonic()
-    archive = bundle.build(model_dir, out, with_wheels=True, target="aarch64-cp311", log=log)
+    archive = tarball.build(model_dir, out, with_wheels=True, target="aarch64-cp311", log=log)
     log(f"bundle: {archive.name}, {archive.stat().st_size / 1e6:.1f} MB, made in {time.monotonic() - t:.0f} s")
     return archive
 

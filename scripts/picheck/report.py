@@ -6,7 +6,7 @@ import json
 import platform
 from pathlib import Path
 
-from pipeline.device_wheels import host_versions
+from pipeline.bundle.wheels import host_versions
 
 from .common import log, run
 from .install import VENV_PYTHON

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tf_keras as keras
 
-from .errors import ModelError
+from pipeline.errors import ModelError
 
 # Layers rebuilt as the tf_keras layer of the same name: the tutorials' layers and the usual ones.
 SUPPORTED = frozenset({

@@ -5,8 +5,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from .config import Config
-from .train import standardize
+from pipeline.config import Config
+from pipeline.train.fit import standardize
 
 
 def calibration_images(cfg: Config, splits) -> np.ndarray:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ArchConfig, Config
-from .errors import ConfigError, DataError
+from pipeline.config import ArchConfig, Config
+from pipeline.errors import ConfigError, DataError
 
 # Filters per block: block k takes its width from WIDTHS[k]; `blocks` says how many blocks there are.
 WIDTHS = ([8, 12, 16, 24, 32], [16, 24, 32, 48, 64], [24, 32, 44, 64, 96], [32, 48, 64, 96, 128])
@@ -133,7 +133,8 @@ def measure_up_front(params: dict, limits: Limits) -> dict:
     """What can be known before training: MACs, params, the int8 .tflite's size (converted from the untrained
     model: the size depends on shapes only) and, given the release's model, the latency ratio; plus `rejected`,
     the first limit broken (None when the configuration may be trained)."""
-    from . import models, quantize
+    from pipeline.train import models
+    from pipeline.quantize import tflite
     a = arch_of(params)
     model = models.build("custom", 0.0, a)
     rng = np.random.default_rng(0)
@@ -142,7 +143,7 @@ def measure_up_front(params: dict, limits: Limits) -> dict:
     model.set_weights([np.abs(rng.standard_normal(w.shape)).astype(np.float32) + 0.5 if "variance" in v.name
                        else (0.1 * rng.standard_normal(w.shape)).astype(np.float32)
                        for v, w in zip(model.weights, model.get_weights())])
-    tflite = quantize.to_tflite_int8(model, rng.standard_normal((8, 28, 28, 1)).astype(np.float32))
+    tflite = tflite.to_tflite_int8(model, rng.standard_normal((8, 28, 28, 1)).astype(np.float32))
     out = {"macs": int(models.macs(model)), "params": int(model.count_params()), "int8_bytes": len(tflite)}
     reasons = []
     if limits.max_int8_kb is not None and out["int8_bytes"] > limits.max_int8_kb * 1024:

@@ -1,6 +1,6 @@
 """Adapt: a short fine-tune of the pruned model on real photos mixed into Fashion-MNIST batches.
 
-The photos (pipeline/photos_train.py: augmented, converted by the runtime, cached) fill a share of
+The photos (pipeline/train/photo_variants.py: augmented, converted by the runtime, cached) fill a share of
 every batch, drawn class-balanced; the rest is Fashion-MNIST, so the model keeps what it knew. The
 pruning masks stay fixed (zeros are put back after every step), the learning rate decays from
 `photos_train.lr` to 0 on a cosine. Fashion-MNIST-only training stays a cached stage of its own:
@@ -16,10 +16,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from . import photo_augment, photos_train
-from . import train as training
-from .config import Config, build_path, stage_key
-from .prune import PRUNABLE, kernel_sparsity
+from pipeline.train import augment
+from pipeline.train import photo_variants
+from pipeline.train import fit as training
+from pipeline.config import Config, build_path, stage_key
+from pipeline.train.prune import PRUNABLE, kernel_sparsity
 
 
 class KeepZeros(keras.callbacks.Callback):
@@ -54,27 +55,27 @@ def mixed_dataset(x: np.ndarray, y: np.ndarray, px: np.ndarray, py: np.ndarray, 
     def batch(i):
         j = tf.random.categorical(logits, n_photo, dtype=tf.int64)[0]
         img = tf.concat([tf.gather(xs, i), tf.gather(pxs, j)], 0)
-        img = photo_augment.shift_and_flip(tf.cast(img, tf.float32) / 255.0)
+        img = augment.shift_and_flip(tf.cast(img, tf.float32) / 255.0)
         label = tf.concat([tf.gather(ys, i), tf.one_hot(tf.gather(pys, j), 10)], 0)
         return (img - mean) / std, label
     ds = fm.batch(n_fm, drop_remainder=True).map(batch, num_parallel_calls=2, deterministic=True)
     return ds.prefetch(2).with_options(options), steps
 
 
-def adapt(pruned: keras.Model, cfg: Config, splits, photos: photos_train.PhotoSet,
+def adapt(pruned: keras.Model, cfg: Config, splits, photos: photo_variants.PhotoSet,
           keep: np.ndarray | None = None) -> tuple[keras.Model, dict]:
     """Fine-tune a copy of `pruned` on Fashion-MNIST batches with real-photo variants mixed in (only
     those of the photos flagged in `keep`, if given: the variants are made and cached for the whole set)."""
     a = cfg.photos_train
     training.seed_everything(cfg.seed + 2)
-    px, py, source = photos_train.variants(photos, a.variants, cfg.seed, Path(cfg.build_dir))
+    px, py, source = photo_variants.variants(photos, a.variants, cfg.seed, Path(cfg.build_dir))
     if keep is not None:
         px, py = px[keep[source]], py[keep[source]]
     if a.footwear_pairs:
-        from . import footwear_pairs
+        from pipeline.train import footwear_pairs
         sx, sy = footwear_pairs.synthesize(splits.x_train, splits.y_train, a.footwear_pairs, cfg.seed)
         px, py = np.concatenate([px, sx]), np.concatenate([py, sy])
-    weights = photos_train.balanced_weights(py, a.balance)
+    weights = photo_variants.balanced_weights(py, a.balance)
     model = keras.models.clone_model(pruned)
     model.set_weights(pruned.get_weights())
     if a.freeze_bn:         # frozen batch norm runs in inference mode: its statistics stay Fashion-MNIST's
@@ -96,11 +97,11 @@ def adapt(pruned: keras.Model, cfg: Config, splits, photos: photos_train.PhotoSe
     return model, info
 
 
-def adapt_or_load(pruned: keras.Model, cfg: Config, splits, photos: photos_train.PhotoSet,
+def adapt_or_load(pruned: keras.Model, cfg: Config, splits, photos: photo_variants.PhotoSet,
                   prune_key: str) -> tuple[keras.Model, dict]:
     """Adapt, or reuse the model cached under build/ for this pruned model, photo set and settings."""
     key = stage_key(prune_key, cfg.photos_train, photos.manifest_sha256, len(photos.paths),
-                    photos_train._conversion_digest())
+                    photo_variants._conversion_digest())
     out = build_path(cfg, "adapt", key)
     if (out / "model.h5").is_file():
         print(f"  [adapt] reusing {out}", file=sys.stderr)
@@ -110,7 +111,7 @@ def adapt_or_load(pruned: keras.Model, cfg: Config, splits, photos: photos_train
     return model, info
 
 
-def sender_folds(cfg: Config, splits, pruned: keras.Model, photos: photos_train.PhotoSet, k: int = 5,
+def sender_folds(cfg: Config, splits, pruned: keras.Model, photos: photo_variants.PhotoSet, k: int = 5,
                  log=print) -> dict:
     """Sender-grouped k-fold figure on the training photos: every fold adapts on the photos of the other
     folds' senders and is measured, as the int8 TFLite model through edge_runtime, on its own held-out
@@ -118,19 +119,19 @@ def sender_folds(cfg: Config, splits, pruned: keras.Model, photos: photos_train.
     import tempfile
     import zlib
 
-    from . import photos as photo_eval
-    from . import quantize
-    from .data import CLASS_NAMES
+    from pipeline.evaluate import real_photos as photo_eval
+    from pipeline.quantize import tflite
+    from pipeline.data.fashion_mnist import CLASS_NAMES
 
     folds = np.array([zlib.crc32(s.encode()) % k for s in photos.senders])
     y = photos.labels
     pred = {"before": np.full(len(y), -1), "after": np.full(len(y), -1)}
-    calib = quantize.calibration_images(cfg, splits)
+    calib = tflite.calibration_images(cfg, splits)
     with tempfile.TemporaryDirectory(prefix="sender-folds-") as tmp:
         tmp = Path(tmp)
         photo_eval.write_minimal_manifest(tmp, cfg)
         before = tmp / "before.tflite"
-        before.write_bytes(quantize.to_tflite_int8(pruned, calib))
+        before.write_bytes(tflite.to_tflite_int8(pruned, calib))
         for f in range(k):
             held = folds == f
             if not held.any():
@@ -139,7 +140,7 @@ def sender_folds(cfg: Config, splits, pruned: keras.Model, photos: photos_train.
                 f"from {len({s for s, h in zip(photos.senders, held) if h})} senders")
             model, _ = adapt(pruned, cfg, splits, photos, keep=~held)
             after = tmp / f"fold{f}.tflite"
-            after.write_bytes(quantize.to_tflite_int8(model, calib))
+            after.write_bytes(tflite.to_tflite_int8(model, calib))
             paths = [p for p, h in zip(photos.paths, held) if h]
             for name, path in (("before", before), ("after", after)):
                 pred[name][held] = photo_eval.evaluate_paths(path, paths, y[held], verify=False)["_pred"]
@@ -158,17 +159,17 @@ def sender_folds(cfg: Config, splits, pruned: keras.Model, photos: photos_train.
 def _sender_disjoint_dev(cfg: Config, splits, pruned, photos, calib, tmp: Path, before: Path, log) -> dict | None:
     """Adapted without the training photos of anyone who also sent a dev photo, measured on the dev set: the
     figure a dev result is optimistic against when senders are shared."""
-    from . import photos as photo_eval
-    from . import quantize
+    from pipeline.evaluate import real_photos as photo_eval
+    from pipeline.quantize import tflite
     dev = photo_eval.find_dev_set(cfg.data.photos_dir)
     if dev is None or not (dev / "MANIFEST.tsv").is_file():
         return None
-    keep = ~np.isin(photos.senders, [s for s in photos_train.read(dev).senders if not s.startswith("file:")])
+    keep = ~np.isin(photos.senders, [s for s in photo_variants.read(dev).senders if not s.startswith("file:")])
     log(f"sender-disjoint: adapting on {int(keep.sum())} of {len(keep)} photos (none from a dev sender), "
         f"measuring on {dev.name}")
     model, _ = adapt(pruned, cfg, splits, photos, keep=keep)
     after = tmp / "disjoint.tflite"
-    after.write_bytes(quantize.to_tflite_int8(model, calib))
+    after.write_bytes(tflite.to_tflite_int8(model, calib))
     r = {name: photo_eval.evaluate(path, dev, verify=False) for name, path in (("before", before), ("after", after))}
     return {"folder": dev.name, "photos": r["after"]["photos"], "training_photos": int(keep.sum()),
             "correct_before": r["before"]["correct"], "correct_after": r["after"]["correct"]}

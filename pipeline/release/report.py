@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .data import CLASS_NAMES  # noqa: E402
+from pipeline.data.fashion_mnist import CLASS_NAMES  # noqa: E402
 
 PLOTS = {
     "samples": "samples.png",

@@ -21,11 +21,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from . import keras_rebuild
-from .config import MEAN, STD, Config, build_path, stage_key
-from .errors import ModelError
-from .train import cache_key as train_cache_key
-from .train import standardize
+from pipeline.keras_import import rebuild
+from pipeline.config import MEAN, STD, Config, build_path, stage_key
+from pipeline.errors import ModelError
+from pipeline.train.fit import cache_key as train_cache_key
+from pipeline.train.fit import standardize
 
 FORMATS = {      # format → what it is (the Keras that wrote it is said beside it, from the file)
     "keras3": "Keras 3 .keras archive",
@@ -195,9 +195,9 @@ def _leading_layers(model):
     """The model's layers from its input on, nested models entered, shape-only layers skipped."""
     for layer in model.layers:
         name = type(layer).__name__
-        if name in keras_rebuild.CONTAINERS:
+        if name in rebuild.CONTAINERS:
             yield from _leading_layers(layer)
-        elif name not in ("InputLayer", "Reshape", "Permute", *keras_rebuild.INFERENCE_IDENTITY):
+        elif name not in ("InputLayer", "Reshape", "Permute", *rebuild.INFERENCE_IDENTITY):
             yield layer
 
 
@@ -250,7 +250,7 @@ def last_activation(obj, keras3: bool | None) -> str:
     if keras3 is None:
         return "unknown (no layers in the SavedModel)"
     layer = obj.layers[-1]
-    while type(layer).__name__ in keras_rebuild.CONTAINERS:
+    while type(layer).__name__ in rebuild.CONTAINERS:
         layer = layer.layers[-1]
     c = layer.get_config()
     what = c.get("activation", "softmax" if type(layer).__name__ == "Softmax" else None)
@@ -297,7 +297,7 @@ def as_is(obj, keras3: bool | None, input_shape: tuple, softmax: bool, folder: P
     """(device model, core) around the original unchanged: a tf_keras model is called as a nested model,
     anything else through its SavedModel (a Keras 3 model is exported to one under `folder` first)."""
     inp = tf_keras.Input((28, 28, 1), name="input")
-    reshape = keras_rebuild.device_input(input_shape)
+    reshape = rebuild.device_input(input_shape)
     x = inp if reshape is None else tf_keras.layers.Reshape(reshape, name="to_model_input")(inp)
     if keras3 is False:
         out = obj(x)
@@ -335,7 +335,7 @@ def run(cfg: Config, splits, log: Callable[[str, str], None]) -> Imported:
     src = read_source(cfg.keras_model.path)
     name = src.path.name
     log("import", f"{name}: {FORMATS[src.format]}, saved by {src.saved_by}, sha256 {src.sha256[:12]}…")
-    problems = keras_rebuild.unsupported(src.config) if src.config else []
+    problems = rebuild.unsupported(src.config) if src.config else []
     custom = [p for p in problems if "custom layer" in p]
     if custom:
         raise ModelError(f"{name}: layer {', '.join(custom)} cannot be rebuilt: its code is not in the file; "
@@ -350,7 +350,7 @@ def run(cfg: Config, splits, log: Callable[[str, str], None]) -> Imported:
     obj, keras3 = load(src)
     in_shape, out_shape = io_shapes(obj, keras3)
     try:
-        keras_rebuild.device_input(in_shape)
+        rebuild.device_input(in_shape)
     except ModelError as e:
         raise ModelError(f"{name}: {e}") from None
     if out_shape != (10,):
@@ -372,8 +372,8 @@ def run(cfg: Config, splits, log: Callable[[str, str], None]) -> Imported:
     x = standardize(splits.x_test, mean, std)
     rebuilt = not problems and src.format != "savedmodel"
     if rebuilt:
-        graph = keras_rebuild.graph_of(obj, bool(keras3))
-        model, core = keras_rebuild.build(graph, softmax=kind == "logits", name="imported")
+        graph = rebuild.graph_of(obj, bool(keras3))
+        model, core = rebuild.build(graph, softmax=kind == "logits", name="imported")
     else:
         graph = None
         model, core = as_is(obj, keras3, in_shape, kind == "logits", build_path(cfg, "import", stage))

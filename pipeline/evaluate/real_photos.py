@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-REPO = Path(__file__).resolve().parent.parent
+from pipeline.config import REPO
+
 CANDIDATES = (REPO.parent / "shared" / "real-photos-dev",)
 
 
@@ -96,7 +97,7 @@ def write_minimal_manifest(folder: Path, cfg) -> None:
     """A manifest with just the labels and normalization, so a model that is measured but not shipped
     (written into `folder`) gets the release's input scaling in edge_runtime."""
     import json
-    from .data import CLASS_NAMES
+    from pipeline.data.fashion_mnist import CLASS_NAMES
     (Path(folder) / "manifest.json").write_text(json.dumps({
         "schema": 1, "labels": CLASS_NAMES, "artifacts": [],
         "input": {"normalization": {"mean": cfg.data.mean, "std": cfg.data.std}}}))

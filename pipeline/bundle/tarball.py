@@ -27,11 +27,11 @@ import time
 import tomllib
 from pathlib import Path
 
-from . import device_wheels
-from .errors import PipelineError
+from pipeline.config import REPO
+from pipeline.bundle import wheels
+from pipeline.errors import PipelineError
 
-REPO = Path(__file__).resolve().parent.parent
-INSTALL_SCRIPT = Path(__file__).with_name("bundle_install.sh")
+INSTALL_SCRIPT = Path(__file__).with_name("install.sh")
 DIST_NAME = "fashion-edge-runtime"
 # The release files a device reads: the two int8 models (LiteRT, onnxruntime), their manifest (sha256,
 # normalization, calibration), the labels, and the report that says what --threshold does on real photos.
@@ -103,8 +103,8 @@ def build(release: Path = REPO / "exported", dist: Path = REPO / "dist", *, with
     unknown = sorted(set(extras) - set(known))
     if unknown:
         raise PipelineError(f"unknown extra {', '.join(unknown)}; the device extras are {', '.join(known)}")
-    if with_wheels and target not in device_wheels.TARGETS:
-        raise PipelineError(f"unknown --target {target}; known: {', '.join(device_wheels.TARGETS)}")
+    if with_wheels and target not in wheels.TARGETS:
+        raise PipelineError(f"unknown --target {target}; known: {', '.join(wheels.TARGETS)}")
     version = project_metadata()["version"]
     name = f"fashion-edge-device-{version}"
     archive = Path(dist) / (f"{name}-offline-{target}.tar.gz" if with_wheels else f"{name}.tar.gz")
@@ -123,10 +123,10 @@ def build(release: Path = REPO / "exported", dist: Path = REPO / "dist", *, with
                 "release_created": json.loads((release / "manifest.json").read_text()).get("created"),
                 "package": wheel.name, "extras": known, "wheels": None}
         if with_wheels:
-            t = device_wheels.TARGETS[target]
-            reqs = device_wheels.requirements(extras)
+            t = wheels.TARGETS[target]
+            reqs = wheels.requirements(extras)
             log(f"bundle: downloading the {t.name} wheels: {' '.join(reqs)}")
-            device_wheels.download(reqs, t, top / "wheels")     # pip's own HTTP cache makes a rerun quick
+            wheels.download(reqs, t, top / "wheels")     # pip's own HTTP cache makes a rerun quick
             (top / "wheels" / "requirements.txt").write_text("\n".join(reqs) + "\n")
             info["wheels"] = {"target": target, "python": t.python, "machine": t.machine, "glibc": t.glibc,
                               "extras": extras, "requirements": reqs}

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from .data import CLASS_NAMES
-from .errors import DataError
+from pipeline.config import REPO
+from pipeline.data.fashion_mnist import CLASS_NAMES
+from pipeline.errors import DataError
 
-REPO = Path(__file__).resolve().parent.parent
 CANDIDATES = (REPO.parent / "shared" / "real-photos-train",)
 ENV = "FASHION_EDGE_PHOTOS_TRAIN"
 

@@ -5,7 +5,6 @@ probabilities. Built with tf_keras (Keras 2), which tfmot and the converters nee
 """
 from __future__ import annotations
 
-from . import config  # noqa: F401  (sets nothing, but keeps the import order explicit)
 import tf_keras as keras
 from tf_keras import layers
 
@@ -81,7 +80,7 @@ def tiny(weight_decay: float = 5e-4) -> keras.Model:
 
 def custom(weight_decay: float = 5e-4, arch=None) -> keras.Model:
     """The compact family from an ArchConfig (`--model custom`, `python -m pipeline tune`)."""
-    from .config import ArchConfig
+    from pipeline.config import ArchConfig
     a = arch or ArchConfig()
     return _stacked("custom", [(w,) * a.convs for w in a.widths], weight_decay, separable_after_first=a.separable,
                     kernel=a.kernel, pool=a.pool)

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PipelineError
+from pipeline.errors import PipelineError
 
 # What each extra of the device package pulls in (pyproject.toml's ranges for those not installed here).
 PACKAGES = {"numpy": None, "pillow": None, "ai-edge-litert": "2.3.*", "onnxruntime": "1.32.*",

@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import tune_space
-from .config import Config
-from .errors import ConfigError
+from pipeline.tune import space
+from pipeline.config import Config
+from pipeline.errors import ConfigError
 
 METRIC = "val_accuracy"
 EXPERIMENT = "ray"          # OUT/ray: Ray's experiment folder
@@ -39,19 +39,22 @@ def fashion_edge_trial(params: dict, *, base: dict, epochs: int, limits: dict, c
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import tf_keras as keras
 
-    from . import data, prune, quantize, train
-    from .config import make_config
+    from pipeline.data import fashion_mnist
+    from pipeline.train import prune
+    from pipeline.quantize import tflite
+    from pipeline.train import fit
+    from pipeline.config import make_config
 
-    cfg = tune_space.trial_config(make_config(base["profile"], **base["overrides"]), params, epochs)
-    up_front = tune_space.measure_up_front(params, tune_space.Limits(**limits))
+    cfg = space.trial_config(make_config(base["profile"], **base["overrides"]), params, epochs)
+    up_front = space.measure_up_front(params, space.Limits(**limits))
     first = {**up_front, "int8_bytes_up_front": up_front["int8_bytes"],
-             "epochs_planned": tune_space.schedule_length(cfg),
-             "is_release_arch": tune_space.same_architecture(params, base.get("release_params"))}
+             "epochs_planned": space.schedule_length(cfg),
+             "is_release_arch": space.same_architecture(params, base.get("release_params"))}
     if up_front["rejected"]:
         ray_tune.report({METRIC: 0.0, "status": "rejected", **first})
         return
-    splits = data.load(cfg)
-    total = tune_space.schedule_length(cfg)
+    splits = fashion_mnist.load(cfg)
+    total = space.schedule_length(cfg)
     done = {"epoch": 0}
 
     class Report(keras.callbacks.Callback):
@@ -64,12 +67,12 @@ def fashion_edge_trial(params: dict, *, base: dict, epochs: int, limits: dict, c
                 ray_tune.report({METRIC: done["val"], "status": "running", **first})
 
     t0 = time.perf_counter()
-    model, _ = train.train(cfg, splits, callbacks=[Report()])
+    model, _ = fit.train(cfg, splits, callbacks=[Report()])
     model, info = prune.prune(model, cfg, splits, callbacks=[Report()]) if cfg.prune.enabled else (model, {})
-    tflite = quantize.to_tflite_int8(model, quantize.calibration_images(cfg, splits))
+    tflite = tflite.to_tflite_int8(model, tflite.calibration_images(cfg, splits))
     from ai_edge_litert.interpreter import Interpreter
     interp = Interpreter(model_content=tflite, num_threads=cpus)
-    int8_val = _int8_accuracy(interp, train.standardize(splits.x_val, cfg.data.mean, cfg.data.std), splits.y_val)
+    int8_val = _int8_accuracy(interp, fit.standardize(splits.x_val, cfg.data.mean, cfg.data.std), splits.y_val)
     ray_tune.report({METRIC: done["val"], "status": "completed", **first, "int8_val_accuracy": int8_val,
                      "int8_bytes": len(tflite), "sparsity": info.get("measured_sparsity", 0.0),
                      "train_seconds": round(time.perf_counter() - t0, 1), "val_images": int(len(splits.y_val))})
@@ -105,30 +108,30 @@ def _progress(log, out: Path):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if result.get("status") == "running":
                 log(f"trial {trial.trial_id} epoch {result['training_iteration']}/{result.get('epochs_planned')}: "
-                    f"val {result[METRIC]:.2%}  ({tune_space.describe(trial.config)})")
+                    f"val {result[METRIC]:.2%}  ({space.describe(trial.config)})")
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             r = trial.last_result or {}
             if r.get("status") == "rejected":
                 log(f"trial {trial.trial_id} rejected before training: {r.get('rejected')}  "
-                    f"({tune_space.describe(trial.config)})")
+                    f"({space.describe(trial.config)})")
             elif r.get("status") == "completed":
                 log(f"trial {trial.trial_id} done: val {r[METRIC]:.2%}, int8 val {r.get('int8_val_accuracy', 0):.2%}, "
                     f"{r.get('int8_bytes', 0) / 1024:.1f} KB, {r.get('macs', 0) / 1e6:.2f} M MACs, "
                     + (f"latency {r['latency_ratio']:.2f}× the release, " if r.get("latency_ratio") else "")
-                    + f"{r.get('train_seconds')} s  ({tune_space.describe(trial.config)})")
+                    + f"{r.get('train_seconds')} s  ({space.describe(trial.config)})")
             else:
                 log(f"trial {trial.trial_id} stopped by ASHA after epoch {r.get('training_iteration')}")
                 (out / STOPPED).write_text(json.dumps(sorted(_stopped(out) | {trial.trial_id})))
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            log(f"trial {trial.trial_id} failed ({tune_space.describe(trial.config)}); see {trial.local_path}")
+            log(f"trial {trial.trial_id} failed ({space.describe(trial.config)}); see {trial.local_path}")
     return Progress()
 
 
 def _space():
     from ray import tune as ray_tune
-    return {name: ray_tune.choice(values) for name, values in tune_space.SPACE.items()}
+    return {name: ray_tune.choice(values) for name, values in space.SPACE.items()}
 
 
 def _init_ray(address: str | None, log):
@@ -157,7 +160,7 @@ class TuneOptions:
     out: str
     trials: int = 20
     epochs: int = 3
-    limits: tune_space.Limits = dataclasses.field(default_factory=tune_space.Limits)
+    limits: space.Limits = dataclasses.field(default_factory=space.Limits)
     address: str | None = None
     max_concurrent: int | None = None
     cpus_per_trial: int = 1
@@ -177,11 +180,11 @@ def run(base_profile: str, base_overrides: dict, opts: TuneOptions, log=print) -
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from .tune_searcher import DistinctOptunaSearch
+    from pipeline.tune.searcher import DistinctOptunaSearch
 
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from .config import make_config
+    from pipeline.config import make_config
     base_cfg = make_config(base_profile, **base_overrides)
     out = Path(opts.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -192,9 +195,9 @@ def run(base_profile: str, base_overrides: dict, opts: TuneOptions, log=print) -
     cpus = _init_ray(opts.address, log)
     try:
         concurrent = opts.max_concurrent or max(1, cpus // opts.cpus_per_trial)
-        max_t = tune_space.schedule_length(tune_space.trial_config(base_cfg, {**tune_space.RELEASE_PARAMS,
+        max_t = space.schedule_length(space.trial_config(base_cfg, {**space.RELEASE_PARAMS,
                                                                               "sparsity": 0.5}, opts.epochs))
-        first_point = tune_space.release_params(_release_manifest(base_cfg))
+        first_point = space.release_params(_release_manifest(base_cfg))
         # Trials run in other processes (maybe other machines): hand them absolute paths.
         overrides = {**base_overrides, "build_dir": str(Path(base_cfg.build_dir).resolve())}
         if base_cfg.data.data_dir:
@@ -276,8 +279,8 @@ def _write(out: Path, results, settings: dict, base_cfg: Config, seconds: float,
         trials.append({
             "trial_id": m.get("trial_id") or _folder_id(r.path)[1],
             "number": _folder_id(r.path)[0],
-            "config": {k: r.config[k] for k in tune_space.SPACE if k in r.config},
-            "architecture": tune_space.describe(r.config) if r.config else None,
+            "config": {k: r.config[k] for k in space.SPACE if k in r.config},
+            "architecture": space.describe(r.config) if r.config else None,
             "status": status,
             "rejected": m.get("rejected"),
             "epochs": int(m.get("training_iteration", 0)) if status not in ("rejected", "not started") else 0,
@@ -291,7 +294,7 @@ def _write(out: Path, results, settings: dict, base_cfg: Config, seconds: float,
             "error": str(r.error).splitlines()[0][:300] if r.error is not None else None,
         })
     trials.sort(key=lambda t: (t["number"], t["trial_id"]))
-    for t, flag in zip(trials, tune_space.pareto_flags(trials)):
+    for t, flag in zip(trials, space.pareto_flags(trials)):
         t["pareto"] = flag
     release = _release_figures(base_cfg)
     counts = {s: sum(t["status"] == s for t in trials) for s in sorted({t["status"] for t in trials})}
@@ -305,7 +308,7 @@ def _write(out: Path, results, settings: dict, base_cfg: Config, seconds: float,
         tmp = out / f"{name}.tmp"
         tmp.write_text(text)
         tmp.replace(out / name)
-    tune_space.plot(trials, out / "pareto.png", release, plot_title(result))
+    space.plot(trials, out / "pareto.png", release, plot_title(result))
     log(f"{len(trials)} trials ({', '.join(f'{n} {s}' for s, n in counts.items())}) → {out / 'tune.json'}, "
         f"tune.md, pareto.png")
     if not result["finished"]:

@@ -17,8 +17,8 @@ from tensorflow_model_optimization.python.core.sparsity.keras import prune_regis
 import tf_keras as keras
 from tf_keras import layers
 
-from . import train as training
-from .config import Config, build_path, stage_key
+from pipeline.train import fit as training
+from pipeline.config import Config, build_path, stage_key
 
 PRUNABLE = (layers.Conv2D, layers.Dense)   # DepthwiseConv2D is a Conv2D subclass
 

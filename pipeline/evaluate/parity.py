@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import GateConfig
+from pipeline.config import GateConfig
 
 
 KERNELS = ("default", "reference")   # LiteRT's default (XNNPACK delegate) and its built-in kernels

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from . import tune_space
+from pipeline.tune import space
 
 RETRIES = 25
 
@@ -31,7 +31,7 @@ class DistinctOptunaSearch(OptunaSearch):
             params = super().suggest(inner)
             if params in (None, Searcher.FINISHED):
                 return params
-            key = tune_space.describe(params)
+            key = space.describe(params)
             if key not in self._seen or attempt == RETRIES - 1:
                 self._alias[trial_id] = inner
                 self._key[trial_id] = key

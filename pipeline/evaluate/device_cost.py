@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import models
+from pipeline.train import models
 
 ROUNDS = 20
 CALLS_PER_ROUND = 50

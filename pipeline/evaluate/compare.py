@@ -9,8 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, models, quantize, train
-from .config import SEED_STYLE, Config, without_pruning
+from pipeline.data import fashion_mnist
+from pipeline.train import models
+from pipeline.quantize import tflite
+from pipeline.train import fit
+from pipeline.config import SEED_STYLE, Config, without_pruning
 
 def model_config(cfg: Config, name: str) -> Config:
     """The seeds are trained the tutorial way (SEED_STYLE); the edge models with the profile's recipe,
@@ -23,7 +26,7 @@ def write_minimal_manifest(folder: Path, cfg: Config) -> None:
     """Labels and normalization beside a model, so edge_runtime standardizes its input as trained."""
     import json
     (folder / "manifest.json").write_text(json.dumps({
-        "schema": 1, "labels": data.CLASS_NAMES, "artifacts": [],
+        "schema": 1, "labels": fashion_mnist.CLASS_NAMES, "artifacts": [],
         "input": {"height": 28, "width": 28, "channels": 1, "layout": "NHWC",
                   "normalization": {"mean": cfg.data.mean, "std": cfg.data.std}}}))
 
@@ -45,16 +48,16 @@ def batch1_latency_us(model_path: Path, image: np.ndarray, calls: int = 500) -> 
 def compare(cfg: Config, names: list[str]) -> list[dict]:
     """Train (or reuse) each model, convert it to int8 TFLite and measure it on the test set."""
     from edge_runtime.classifier import Classifier
-    splits = data.load(cfg)
+    splits = fashion_mnist.load(cfg)
     rows = []
     for name in names:
         mcfg = model_config(cfg, name)
         print(f"[compare] {name}: {mcfg.train.epochs} epochs ({mcfg.train.optimizer})", file=sys.stderr, flush=True)
-        model, history, _ = train.train_or_load(mcfg, splits)
-        float_acc = float((train.predict(model, splits.x_test, mcfg).argmax(1) == splits.y_test).mean())
+        model, history, _ = fit.train_or_load(mcfg, splits)
+        float_acc = float((fit.predict(model, splits.x_test, mcfg).argmax(1) == splits.y_test).mean())
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model_int8.tflite"
-            path.write_bytes(quantize.to_tflite_int8(model, quantize.calibration_images(mcfg, splits)))
+            path.write_bytes(tflite.to_tflite_int8(model, tflite.calibration_images(mcfg, splits)))
             write_minimal_manifest(Path(tmp), mcfg)
             clf = Classifier(str(path), num_threads=1, verify=False)
             int8_acc = float((clf.scores(splits.x_test).argmax(1) == splits.y_test).mean())
@@ -80,7 +83,7 @@ def table(rows: list[dict], test_images: int) -> str:
 
 def folds(cfg: Config, k: int) -> dict:
     """k-fold estimate on the 60,000 training images: stratified folds, validation accuracy per fold."""
-    x, y, xt, yt, source = data.load_raw(cfg.data.data_dir)
+    x, y, xt, yt, source = fashion_mnist.load_raw(cfg.data.data_dir)
     rng = np.random.default_rng(cfg.seed)
     fold_of = np.empty(len(y), dtype=np.int64)
     for c in range(10):
@@ -88,16 +91,16 @@ def folds(cfg: Config, k: int) -> dict:
         fold_of[idx] = np.arange(len(idx)) % k
     if cfg.data.train_limit:
         keep = np.zeros(len(y), dtype=bool)
-        keep[data.stratified_indices(y, cfg.data.train_limit, cfg.seed)[1]] = True
+        keep[fashion_mnist.stratified_indices(y, cfg.data.train_limit, cfg.seed)[1]] = True
     else:
         keep = np.ones(len(y), dtype=bool)
     scores = []
     for f in range(k):
         tr, va = keep & (fold_of != f), keep & (fold_of == f)
-        s = data.Splits(x[tr], y[tr], x[va], y[va], xt, yt, source)
+        s = fashion_mnist.Splits(x[tr], y[tr], x[va], y[va], xt, yt, source)
         fcfg = replace(without_pruning(cfg), seed=cfg.seed + f)
-        model, _ = train.train(fcfg, s)
-        acc = float((train.predict(model, s.x_val, fcfg).argmax(1) == s.y_val).mean())
+        model, _ = fit.train(fcfg, s)
+        acc = float((fit.predict(model, s.x_val, fcfg).argmax(1) == s.y_val).mean())
         scores.append(acc)
         print(f"[folds] fold {f + 1}/{k}: validation accuracy {acc:.2%} on {va.sum()} images", file=sys.stderr,
               flush=True)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from pipeline.errors import DataError
 
-CLIENT_SCRIPT = Path(__file__).with_name("compat_client.py")
+CLIENT_SCRIPT = Path(__file__).with_name("client_script.py")
 # name → pip requirements of its venv (None: this venv)
 VENVS = {
     "mediapipe": ["mediapipe"],
@@ -93,12 +93,13 @@ def run(exported: Path, build_dir: Path = Path("build"), clients: list[str] | No
     """Every (client, artifact) pair: rows of client, version, artifact, result, correct (None if refused)."""
     from importlib.metadata import version
 
-    from . import data, validate
+    from pipeline.data import fashion_mnist
+    from pipeline.evaluate import parity
     exported = Path(exported)
     if not (exported / "manifest.json").is_file():
         raise DataError(f"{exported}: no manifest.json; give the folder of an export")
     manifest = json.loads((exported / "manifest.json").read_text())
-    _, _, x_test, y_test, _ = data.load_raw()
+    _, _, x_test, y_test, _ = fashion_mnist.load_raw()
     n = int(manifest.get("test_images", len(y_test)))
     images, y = x_test[:n], y_test[:n]
     files = [a["file"] for a in manifest["artifacts"]]
@@ -113,7 +114,7 @@ def run(exported: Path, build_dir: Path = Path("build"), clients: list[str] | No
     ours = clients is None or "ours" in clients
     for name in files if ours else []:
         rgb = name.endswith("_rgb.tflite")
-        evaluate = validate.evaluate_rgb if rgb else validate.evaluate
+        evaluate = parity.evaluate_rgb if rgb else parity.evaluate
         if name.endswith(".tflite"):
             for kernels, label in (("default", "LiteRT, default (XNNPACK)"), ("reference", "LiteRT, built-in reference kernels")):
                 r = evaluate(exported / name, images, y, y, kernels=kernels)

@@ -11,8 +11,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from . import models, photo_augment
-from .config import Config, build_path, schedule_epochs, stage_key
+from pipeline.train import models
+from pipeline.train import augment
+from pipeline.config import Config, build_path, schedule_epochs, stage_key
 
 
 def standardize(x_uint8: np.ndarray, mean: float, std: float) -> np.ndarray:
@@ -42,9 +43,9 @@ def dataset(x: np.ndarray, y: np.ndarray, cfg: Config, training: bool) -> tf.dat
     def batch(i):      # whole batches at once: per-image tf.data maps cost more than the model here
         img = tf.cast(tf.gather(xs, i), tf.float32) / 255.0
         if t.augment:
-            img = photo_augment.shift_and_flip(img)
+            img = augment.shift_and_flip(img)
         if t.photo_augment > 0:
-            img = photo_augment.photo(img, t.photo_augment)
+            img = augment.photo(img, t.photo_augment)
         return (img - mean) / std, tf.gather(ys, i)
     return ds.map(batch, num_parallel_calls=2, deterministic=True).prefetch(2).with_options(options)
 

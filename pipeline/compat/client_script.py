@@ -1,7 +1,7 @@
-"""One client we did not write, run on one artifact; executed by pipeline/compat.py with the python of a
+"""One client we did not write, run on one artifact; executed by pipeline/compat/clients.py with the python of a
 small venv that holds only that client (and numpy), so it must import nothing from this project.
 
-    python compat_client.py CLIENT MODEL INPUTS.npz  →  one JSON line: version, output shape, predictions
+    python client_script.py CLIENT MODEL INPUTS.npz  →  one JSON line: version, output shape, predictions
 
 INPUTS.npz holds `x`: the model's input as the runtime would give it (normalized and, for an int8 model,
 quantized), and `gray`: the raw 0..255 images, for clients that take pictures (MediaPipe).
