@@ -1,0 +1,30 @@
+"""Where a file and a release come from: content hashes and the git commit, the one place for both."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import subprocess
+from pathlib import Path
+
+
+def sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in chunks (a model or a 26 MB data file alike)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def gzip_bytes(path: str | Path) -> int:
+    """What the file costs compressed (gzip -9, no timestamp): what pruning's zeros buy."""
+    return len(gzip.compress(Path(path).read_bytes(), 9, mtime=0))
+
+
+def git_commit(repo: str | Path | None = None) -> str:
+    """The short commit of the checkout `repo` (default: the current directory's), or "unknown"."""
+    cmd = ["git", *(["-C", str(repo)] if repo else []), "rev-parse", "--short", "HEAD"]
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
