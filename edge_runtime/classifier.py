@@ -103,17 +103,21 @@ class Classifier:
         apply_softmax: bool = False,
         calibrated: bool = True,
         reference_kernels: bool = False,
+        manifest: dict | None = None,
     ) -> None:
         # apply_softmax: the exported models end in softmax and output probabilities; set it only for
         # a model whose last layer outputs logits. calibrated: apply the temperature the manifest gives
         # for this file (fitted on the validation split at export), so a score of 0.8 is right ~80 %
-        # of the time on test images; False gives the model's raw scores.
+        # of the time on test images; False gives the model's raw scores. manifest: use this manifest
+        # instead of the manifest.json beside the model (the pipeline's, before it is written).
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise EdgeError(f"{self.model_path}: model file not found")
         self.apply_softmax = apply_softmax
         manifest_path = self.model_path.parent / MANIFEST_NAME
-        self.manifest: dict | None = read_manifest(manifest_path) if manifest_path.is_file() else None
+        if manifest is None:
+            manifest = read_manifest(manifest_path) if manifest_path.is_file() else None
+        self.manifest: dict | None = manifest
         self.artifact: dict | None = self._find_artifact(manifest_path, verify)
         if verify:
             self._verify_checksum(manifest_path)

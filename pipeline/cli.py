@@ -186,8 +186,9 @@ def cmd_pngs(args) -> int:
 
 
 def cmd_photos(args) -> int:
-    from pipeline import export
-    r = export.remeasure_photos(Path(args.export_dir), args.photos)
+    from pipeline.export import progress
+    from pipeline.release import remeasure
+    r = remeasure.remeasure_photos(Path(args.export_dir), args.photos, progress)
     per_class = ", ".join(f"{v['correct']}/{v['photos']}" for _, v in sorted(r["per_class"].items(), key=lambda kv: int(kv[0])))
     print(f"{r['model']} on {r['photos']} real photos ({r['folder']}): top-1 {r['accuracy']:.2%} "
           f"({r['correct']}/{r['photos']}; per class {per_class}); {args.export_dir}/manifest.json and report.md updated")

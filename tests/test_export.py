@@ -8,7 +8,7 @@ import pytest
 
 from pipeline import cli
 from pipeline import export
-from pipeline.quantize import tflite
+from pipeline.quantize import representative
 from pipeline.config import make_config
 
 pytestmark = pytest.mark.slow
@@ -62,7 +62,7 @@ def test_failed_gate_exits_nonzero_and_keeps_exported_byte_identical(quick, monk
     cfg, _, out = quick
     before = _digest(out)
     # A deliberately broken int8 artifact: calibrated on blank images, its input scale is wrong.
-    monkeypatch.setattr(tflite, "calibration_images",
+    monkeypatch.setattr(representative, "calibration_images",
                         lambda cfg, splits: np.full((10, 28, 28, 1), -0.81, dtype=np.float32))
     # The default gate (0.3 pp, 99 %), through the command line a user runs.
     code = cli.main(["export", "--profile", "quick", "--build-dir", cfg.build_dir, "--export-dir", str(out)])

@@ -15,11 +15,11 @@ import pytest
 from edge_runtime import model_metadata
 from edge_runtime.classifier import Classifier
 from pipeline.data import fashion_mnist
-from pipeline import export
+from pipeline.release.manifest import ALL_ARTIFACTS, ARTIFACTS, RGB_ARTIFACT
 
 pytestmark = pytest.mark.slow
-TFLITE = [n for n, (fmt, _) in export.ALL_ARTIFACTS.items() if fmt == "tflite"]
-ONNX = [n for n, (fmt, _) in export.ARTIFACTS.items() if fmt == "onnx"]
+TFLITE = [n for n, (fmt, _) in ALL_ARTIFACTS.items() if fmt == "tflite"]
+ONNX = [n for n, (fmt, _) in ARTIFACTS.items() if fmt == "onnx"]
 
 
 @pytest.fixture(scope="module")
@@ -109,11 +109,11 @@ def test_both_kernel_counts_are_in_the_manifest_and_reproduce(release, name):
 def test_the_rgb_model_takes_uint8_rgb_and_answers_like_the_int8_model(release):
     from ai_edge_litert.interpreter import Interpreter
     _, manifest, out, _, _ = release
-    inp = Interpreter(model_path=str(out / export.RGB_ARTIFACT)).get_input_details()[0]
+    inp = Interpreter(model_path=str(out / RGB_ARTIFACT)).get_input_details()[0]
     assert list(inp["shape"]) == [1, 28, 28, 3] and inp["dtype"] == np.uint8 and inp["quantization"] == (1.0, 0)
     assert manifest["rgb_model"]["agreement_with_model_int8_tflite"] >= 0.999
     arts = {a["file"]: a for a in manifest["artifacts"]}
-    assert abs(arts[export.RGB_ARTIFACT]["bytes"] - arts["model_int8.tflite"]["bytes"]) < 4096
+    assert abs(arts[RGB_ARTIFACT]["bytes"] - arts["model_int8.tflite"]["bytes"]) < 4096
 
 
 @pytest.mark.parametrize("name", ONNX)

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from pipeline.data import fashion_mnist
-from pipeline import export
+from pipeline.release import promote
 from pipeline.errors import DataError
 
 REAL = fashion_mnist.locate()
@@ -115,7 +115,7 @@ def test_sigkill_mid_write_keeps_the_previous_release(released):
     proc.wait()
     assert staged, "no staged file seen"
     assert _digest(released / "exported") == before
-    export.recover(released / "exported")           # what the next run does first
+    promote.recover(released / "exported")           # what the next run does first
     assert not list(released.glob(".exported-staging-*"))
     assert _digest(released / "exported") == before
 
@@ -125,7 +125,7 @@ def test_recover_completes_an_interrupted_swap(tmp_path):
     target.mkdir()
     (target / "manifest.json").write_text("old")
     os.rename(target, tmp_path / ".exported.old")   # killed between the two renames of `promote`
-    export.recover(target)
+    promote.recover(target)
     assert (target / "manifest.json").read_text() == "old"
 
 

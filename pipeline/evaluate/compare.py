@@ -13,6 +13,7 @@ from pipeline.data import fashion_mnist
 from pipeline.train import models
 from pipeline.quantize import tflite
 from pipeline.train import fit
+from pipeline.release import manifest
 from pipeline.config import SEED_STYLE, Config, without_pruning
 
 def model_config(cfg: Config, name: str) -> Config:
@@ -24,11 +25,7 @@ def model_config(cfg: Config, name: str) -> Config:
 
 def write_minimal_manifest(folder: Path, cfg: Config) -> None:
     """Labels and normalization beside a model, so edge_runtime standardizes its input as trained."""
-    import json
-    (folder / "manifest.json").write_text(json.dumps({
-        "schema": 1, "labels": fashion_mnist.CLASS_NAMES, "artifacts": [],
-        "input": {"height": 28, "width": 28, "channels": 1, "layout": "NHWC",
-                  "normalization": {"mean": cfg.data.mean, "std": cfg.data.std}}}))
+    manifest.write(folder, manifest.minimal(cfg))
 
 
 def batch1_latency_us(model_path: Path, image: np.ndarray, calls: int = 500) -> float:

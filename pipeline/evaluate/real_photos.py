@@ -31,21 +31,23 @@ def read_dev_set(folder: Path) -> tuple[list[Path], np.ndarray]:
     return [Path(folder) / r["path"] for r in rows], np.array([int(r["class_index"]) for r in rows])
 
 
-def evaluate(model_path: Path, folder: Path, thresholds=(0.5, 0.7, 0.9), verify: bool = True) -> dict:
+def evaluate(model_path: Path, folder: Path, thresholds=(0.5, 0.7, 0.9), verify: bool = True,
+             manifest: dict | None = None) -> dict:
     """Top-1 on the dev photos, per class, confusion, and accuracy/coverage at a few thresholds."""
     paths, y = read_dev_set(folder)
     return {"folder": Path(folder).name,  # its name: the full path is this machine's
-            **evaluate_paths(model_path, paths, y, thresholds, verify)}
+            **evaluate_paths(model_path, paths, y, thresholds, verify, manifest)}
 
 
 def evaluate_paths(model_path: Path, paths: list[Path], y: np.ndarray, thresholds=(0.5, 0.7, 0.9),
-                   verify: bool = True) -> dict:
+                   verify: bool = True, manifest: dict | None = None) -> dict:
     """`evaluate` on any list of photos and their classes."""
     from edge_runtime.classifier import Classifier
     from edge_runtime.decode import load_image
     from edge_runtime.preprocess import to_model_input
     inputs = np.stack([to_model_input(load_image(p)) for p in paths])
-    probs = Classifier(str(model_path), verify=verify).scores(inputs, photos=True)   # as edge-classify scores photos
+    clf = Classifier(str(model_path), verify=verify, manifest=manifest)
+    probs = clf.scores(inputs, photos=True)   # as edge-classify scores photos
     pred, conf = probs.argmax(1), probs.max(1)
     classes = sorted(set(y.tolist()))
     m = np.zeros((10, 10), np.int64)
@@ -96,8 +98,30 @@ def public(result: dict) -> dict:
 def write_minimal_manifest(folder: Path, cfg) -> None:
     """A manifest with just the labels and normalization, so a model that is measured but not shipped
     (written into `folder`) gets the release's input scaling in edge_runtime."""
-    import json
-    from pipeline.data.fashion_mnist import CLASS_NAMES
-    (Path(folder) / "manifest.json").write_text(json.dumps({
-        "schema": 1, "labels": CLASS_NAMES, "artifacts": [],
-        "input": {"normalization": {"mean": cfg.data.mean, "std": cfg.data.std}}}))
+    from pipeline.release import manifest
+    manifest.write(Path(folder), manifest.minimal(cfg))
+
+
+def measure(out: Path, manifest: dict, dev: Path | None, log, fmnist_only: Path | None = None) -> dict | None:
+    """The real-photo stage: model_int8.tflite in `out` on the dev photos, as edge-classify scores photos
+    (temperature included), with the contact sheet and the confusion plot written into `out`; and, when the
+    release was adapted on real photos, the same figures of the int8 model from before (`fmnist_only`).
+    Returns the manifest's "real_photos" (None without dev photos)."""
+    from pipeline.release import report
+    from pipeline.release.provenance import git_commit
+    if dev is None:
+        log("photos", "no real-photos-dev folder found ($FASHION_EDGE_PHOTOS): skipped")
+        return None
+    before = None
+    if fmnist_only is not None:
+        before = public(evaluate(fmnist_only, dev, verify=False, manifest=manifest))
+        log("photos", f"Fashion-MNIST-only int8 model on the real photos: top-1 {before['accuracy']:.2%}")
+    r = evaluate(out / "model_int8.tflite", dev, manifest=manifest)
+    log("photos", f"model_int8.tflite on {r['photos']} real photos ({dev}): top-1 {r['accuracy']:.2%}")
+    contact_sheet(r, manifest["labels"], out / report.PLOTS_EXTRA["contact_sheet"])
+    report.confusion_plot(r["_y"], r["_pred"], out / report.PLOTS_EXTRA["photo_confusion"],
+                          title="Confusion matrix (real photos, int8 TFLite)")
+    section = {"model": "model_int8.tflite", "conversion_commit": git_commit(), **public(r)}
+    if before is not None:
+        section["fashion_mnist_only"] = before
+    return section

@@ -52,24 +52,6 @@ def check(path: Path) -> None:
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def tool_versions() -> dict:
-    import ai_edge_litert
-    import onnxruntime
-    import tensorflow_model_optimization as tfmot
-    import tf_keras
-    versions = {"tensorflow": tf.__version__, "tf_keras": tf_keras.__version__, "tfmot": tfmot.__version__,
-                "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-                "numpy": np.__version__}
-    try:
-        from importlib.metadata import version
-        versions["ai_edge_litert"] = version("ai-edge-litert")
-    except Exception:  # noqa: BLE001 - a version string is informational only
-        versions["ai_edge_litert"] = getattr(ai_edge_litert, "__version__", "unknown")
-    return versions
-
-
-
-
 def for_opencv(path: Path) -> list[str]:
     """Rewrite the ONNX graph so OpenCV DNN 4.x reads it right; returns what was changed, one phrase each.
 

@@ -1,21 +1,14 @@
-"""TFLite float32 and full-integer int8 (int8 input and output), calibrated on the training split."""
+"""TFLite float32, full-integer int8 (int8 input and output) and the RGB int8 model for MediaPipe, from the
+pruned tf_keras model and the representative data (pipeline/quantize/representative.py)."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from pipeline.config import Config
-from pipeline.train.fit import standardize
-
-
-def calibration_images(cfg: Config, splits) -> np.ndarray:
-    """A seeded, class-balanced sample of TRAINING images, standardized: the representative data."""
-    rng = np.random.default_rng(cfg.seed + 2)
-    n = min(cfg.quant.calibration_size, len(splits.y_train))
-    per_class = [rng.permutation(np.flatnonzero(splits.y_train == c)) for c in range(10)]
-    idx = np.concatenate([p[: max(1, n // 10)] for p in per_class])[:n]
-    return standardize(splits.x_train[idx], cfg.data.mean, cfg.data.std)
+from pipeline.release.manifest import RGB_ARTIFACT
 
 
 def to_tflite_float(model: keras.Model) -> bytes:
@@ -91,3 +84,11 @@ def to_tflite_int8_rgb(model: keras.Model, calibration: np.ndarray, mean: float,
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.uint8
     return conv.convert()
+
+
+def convert(model: keras.Model, calibration: np.ndarray, mean: float, std: float, out: Path) -> dict[str, dict]:
+    """The three .tflite artifacts of `model` written into `out`; returns each file's input/output tensors."""
+    (out / "model_float.tflite").write_bytes(to_tflite_float(model))
+    (out / "model_int8.tflite").write_bytes(to_tflite_int8(model, calibration))
+    (out / RGB_ARTIFACT).write_bytes(to_tflite_int8_rgb(model, calibration, mean, std))
+    return {name: io_quantization(out / name) for name in ("model_float.tflite", "model_int8.tflite", RGB_ARTIFACT)}

@@ -126,3 +126,22 @@ def write_onnx(path: Path, labels: list[str], mean: float, std: float, *, descri
                         + (", then quantized with input_scale and input_zero_point" if "input_scale" in props else "")
                         + f". Output: (N, {len(labels)}) class probabilities in the order of the labels property.")
     onnx.save(model, str(path))
+
+
+def write_all(cfg, out: Path, labels: list[str], version: str) -> None:
+    """Labels, normalization and a description into every model file in `out`."""
+    from pipeline.release.manifest import ARTIFACTS, RGB_ARTIFACT
+    what = "Fashion-MNIST clothing classifier ({}), 10 classes, from the pruned tf_keras model."
+    if isinstance(cfg.origin, dict):
+        what = (f"Fashion-MNIST clothing classifier ({{}}), 10 classes, imported from {cfg.origin['file']}"
+                f"{', pruned' if cfg.prune.enabled else ''}.")
+    for name, (fmt, precision) in ARTIFACTS.items():
+        if fmt == "tflite":
+            write_tflite(out / name, labels, cfg.data.mean, cfg.data.std, version=version,
+                         description=what.format(f"{precision}, 28x28 grayscale input"))
+        else:
+            write_onnx(out / name, labels, cfg.data.mean, cfg.data.std, version=version,
+                       description=what.format(precision))
+    write_tflite(out / RGB_ARTIFACT, labels, None, None, version=version, channels=3,
+                 description=what.format("int8 inside, uint8 RGB input 0..255; grayscale and "
+                                         "normalization are in the graph"))

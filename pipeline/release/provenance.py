@@ -28,3 +28,18 @@ def git_commit(repo: str | Path | None = None) -> str:
         return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def tool_versions() -> dict:
+    """The versions of what converted and ran the artifacts (the manifest's "tools")."""
+    from importlib.metadata import PackageNotFoundError, version
+    names = {"tensorflow": "tensorflow", "tf_keras": "tf-keras", "tfmot": "tensorflow-model-optimization",
+             "tf2onnx": "tf2onnx", "onnx": "onnx", "onnxruntime": "onnxruntime", "numpy": "numpy",
+             "ai_edge_litert": "ai-edge-litert"}
+    versions = {}
+    for key, dist in names.items():
+        try:
+            versions[key] = version(dist)
+        except PackageNotFoundError:
+            versions[key] = "unknown"
+    return versions

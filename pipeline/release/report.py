@@ -1,6 +1,7 @@
 """Plots (PNG) and report.md: what a user reads to decide whether to trust the artifacts."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -341,6 +342,13 @@ def section(file: str, text: str) -> str:
 
 def comparison_section(text: str) -> str:
     return section(COMPARISON_FILE, text)
+
+
+def copy_sections(release: Path, out: Path) -> None:
+    """Carry the measured sections of the release in `release` over to the new one in `out`."""
+    for file in SECTIONS:
+        if (Path(release) / file).exists():
+            shutil.copy(Path(release) / file, Path(out) / file)
 
 
 def set_section(export_dir: Path, file: str, text: str) -> None:

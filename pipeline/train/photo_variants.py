@@ -123,6 +123,15 @@ def load(cfg) -> PhotoSet | None:
     return photos
 
 
+def why_none(cfg) -> str:
+    """Why `load(cfg)` found no photos to adapt on, for the log."""
+    if cfg.photos_train.auto:
+        return "no real-photos-train folder (--photos-train, $FASHION_EDGE_PHOTOS_TRAIN, ../shared/real-photos-train)"
+    if cfg.keras_model.path:
+        return "an imported model is adapted on real photos only when --photos-train names a folder"
+    return "training photos not looked for (--no-photos-train, or the profile)"
+
+
 def describe(photos: PhotoSet, info: dict) -> dict:
     """What the release learnt from, for the manifest: the folder, count per class, its manifest's sha256."""
     return {"folder": photos.folder.name, "photos": len(photos.paths), "per_class": photos.counts(),
