@@ -1,4 +1,5 @@
-"""`python -m pipeline {train,export,compare}`: a thin command line over the stage functions."""
+"""`python -m pipeline {train,export,compare,tune,photos,compat,bundle,pngs}`: a thin command line over the
+stage functions (`export` runs the chain in pipeline/export.py)."""
 from __future__ import annotations
 
 import argparse

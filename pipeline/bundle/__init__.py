@@ -1,0 +1,1 @@
+"""The device bundle (`make bundle`): edge_runtime as a wheel, the int8 models and install.sh in one archive."""

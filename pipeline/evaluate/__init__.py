@@ -1,0 +1,2 @@
+"""Measuring the artifacts: the parity gate, temperature scaling, real photos, an imported model's device
+cost, and the model comparison."""

@@ -1,4 +1,5 @@
-"""ONNX float (tf2onnx from the tf_keras model) and ONNX int8 (two candidates, picked by parity)."""
+"""The ONNX converters: float ONNX (tf2onnx from the tf_keras model), int8 ONNX by tf2onnx from the int8 .tflite
+or by onnxruntime's static QDQ quantization, the ONNX checker and the rewrite for OpenCV DNN."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,0 +1,1 @@
+"""The Ray Tune search (`python -m pipeline tune`): a device-aware architecture search of the compact family."""
