@@ -37,7 +37,9 @@ class Unsupported:
 
 
 def version() -> str:
+    """The installed tflite-micro's version; PipelineError naming the extra when it is missing."""
     from importlib.metadata import version as _v
+    _runtime()
     return _v("tflite-micro")
 
 

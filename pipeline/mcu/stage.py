@@ -25,8 +25,9 @@ def check_release(folder: Path, manifest: dict, x_test: np.ndarray, y_test: np.n
     agreement with LiteRT's built-in kernels is below `min_agreement`, is marked "not for microcontrollers"
     (no mcu/ folder); with `require` it raises instead (MicroUnsupportedError / GateError)."""
     model = (folder / MODEL).read_bytes()
+    tflm = micro.version()   # first: a missing extra is named, not a bare ImportError
     ops = micro.model_ops(model)
-    block = {"tflite_micro": micro.version(), "model": MODEL, "model_bytes": len(model), "ops": ops,
+    block = {"tflite_micro": tflm, "model": MODEL, "model_bytes": len(model), "ops": ops,
              "for_microcontrollers": False, "why_not": None, "source": None}
     shutil.rmtree(folder / SOURCE_DIR, ignore_errors=True)   # never leave C source of an earlier model behind
 
