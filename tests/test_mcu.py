@@ -145,13 +145,21 @@ def _compile(cmd, cwd):
     assert r.returncode == 0, r.stderr
 
 
-def test_c_source_compiles_and_matches_the_tflite_and_edge_runtime(release, test_images, tmp_path):
+# The release's input scale is 1/(255 std) to 6 digits, so every pixel value lands within 0.07 of an int8 step and
+# neither rounding nor clamping is exercised by it; "off-grid" settings (steps between integers, clamping at both
+# ends) check the C formula where it can go wrong.
+@pytest.mark.parametrize("settings", ["release", "off-grid"])
+def test_c_source_compiles_and_matches_the_tflite_and_edge_runtime(release, test_images, tmp_path, settings):
     if not (shutil.which("gcc") and shutil.which("g++")):
         pytest.skip("no host gcc/g++")
     model, manifest, entry = release
     xt, _ = test_images
     ops = micro.model_ops(model)
-    norm = manifest["input"]["normalization"]
+    norm = dict(manifest["input"]["normalization"])
+    entry = {"input": dict(entry["input"])}
+    if settings == "off-grid":
+        norm.update(mean=0.5, std=0.25)
+        entry["input"].update(scale=0.0137, zero_point=7)
     src = tmp_path / "mcu"
     csource.write(src, model, labels=manifest["labels"], mean=norm["mean"], std=norm["std"],
                   scale=entry["input"]["scale"], zero_point=entry["input"]["zero_point"], ops=ops, arena_bytes=29792)
@@ -180,8 +188,10 @@ def test_c_source_compiles_and_matches_the_tflite_and_edge_runtime(release, test
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "model.out").read_bytes() == model
     ours = np.fromfile(tmp_path / "inputs.out", np.int8).reshape(len(images), 28, 28, 1)
-    theirs = _inputs(images, manifest, entry)
+    theirs = micro.int8_inputs(images, norm["mean"], norm["std"], entry["input"]["scale"], entry["input"]["zero_point"])
     assert np.array_equal(ours, theirs), f"{int((ours != theirs).sum())} int8 inputs differ"
+    if settings == "off-grid":
+        assert {-128, 127} <= set(np.unique(ours).tolist())   # clamped at both ends
     assert f"ops {len(ops)} of {len(ops)}," in run.stdout and "% 16 = 0" in run.stdout
     assert f"arena {csource.arena_to_reserve(29792)}," in run.stdout
 
