@@ -4,7 +4,7 @@ PYTHON      ?= python3.11
 VENV        := .venv
 BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.installed
-EXTRAS      := pipeline,tune,tflite,onnx,camera,photos,heic,dev
+EXTRAS      := pipeline,tune,tflite,onnx,camera,photos,heic,mcu,dev
 DEBIAN_DATA := /usr/share/datasets/fashion-mnist
 
 # tfmot needs Keras 2 (tf_keras); no GPU here, so skip CUDA probing noise.

@@ -276,6 +276,47 @@ def import_sections(manifest: dict) -> list[str]:
     return lines
 
 
+def mcu_section(mcu: dict) -> list[str]:
+    """"On a microcontroller": the int8 model in TensorFlow Lite Micro, its memory and the boards it fits."""
+    lines = ["## On a microcontroller", ""]
+    ops = ", ".join(f"{op} ×{n}" for op, n in mcu["ops"].items())
+    if "arena_bytes" not in mcu:   # TFLM could not run it at all
+        return lines + [f"**Not for microcontrollers:** {mcu['why_not']} (tflite-micro {mcu['tflite_micro']}). "
+                        f"The model's ops: {ops}. The Raspberry Pi artifacts are unaffected.", ""]
+    a, b = mcu["agreement"], mcu["arena_breakdown"]
+    same = ("every int8 output vector is identical" if a["outputs_differ"] == 0 else
+            f"{a['outputs_differ']:,} of the {a['images']:,} int8 output vectors "
+            f"{'differs' if a['outputs_differ'] == 1 else 'differ'} somewhere (by at most "
+            f"{a['max_abs_output_diff']} step{'s' if a['max_abs_output_diff'] != 1 else ''})")
+    lines += [f"`{mcu['model']}` in TensorFlow Lite Micro's own interpreter (tflite-micro {mcu['tflite_micro']}, the "
+              f"reference kernels an MCU build starts from), one image at a time on the {a['images']:,} test images: "
+              f"**accuracy {_pct(a['accuracy'])}**; LiteRT's built-in kernels on the same int8 inputs "
+              f"{_pct(a['reference_accuracy'])}. Top-1 agreement {a['top1_agreement']:.2%} "
+              f"({a['top1_differ']} answers differ; gate ≥ {mcu['min_agreement']:.1%}); {same}. "
+              f"{a['tflm_ms_per_image']} ms per image on the exporting machine's x86 core (not a board's figure).", "",
+              f"Memory: the smallest arena that allocates is **{mcu['arena_bytes']:,} bytes** (the recording "
+              f"allocator: {b['head']:,} head, the planned tensors, + {b['tail']:,} tail, persistent); reserve "
+              f"{mcu['arena_reserve_bytes']:,} (+10 %, whole KiB). Flash: **{mcu['flash_bytes']:,} bytes**, "
+              f"{mcu['flash_what']} (the model itself is {mcu['model_bytes']:,}), plus the TFLM library and kernels. "
+              f"Ops: {ops}.", ""]
+    if mcu.get("fits"):
+        lines += [f"Fits = the reserved arena and the model each take at most {mcu['app_share']:.0%} of the board's "
+                  "RAM and flash, the rest left to the application (board figures: vendor datasheets).", "",
+                  "| board | MCU | RAM | flash | reserved arena / RAM | model / flash | fits |", "|---|---|---:|---:|---:|---:|:---:|"]
+        for r in mcu["fits"]:
+            lines.append(f"| {r['board']} | {r['mcu']} | {r['ram_bytes'] // 1024} KB | {r['flash_bytes'] // 1024} KB | "
+                         f"{r['arena_share_of_ram']:.0%} | {r['model_share_of_flash']:.0%} | "
+                         f"{'yes' if r['fits'] else 'no'} |")
+        lines.append("")
+    if mcu["for_microcontrollers"]:
+        lines += [f"C source for a TFLite Micro project in `{mcu['source']}`: `model_data.cc/.h`, `model_settings.h`, "
+                  "`op_resolver.h`, `preprocess.c/.h`. Compiled and checked on the host (the array equals the "
+                  ".tflite; the C preprocessing equals edge_runtime's); not built for or run on a board here.", ""]
+    else:
+        lines += [f"**Not for microcontrollers:** {mcu['why_not']}.", ""]
+    return lines
+
+
 def photos_train_section(p: dict, after: float) -> list[str]:
     counts = ", ".join(f"{name} {n}" for name, n in p["per_class"].items())
     lines = ["## Adapted on real photos", "",
