@@ -303,6 +303,11 @@ def main(argv=None) -> int:
                    help="do not prune: the float model is quantized and exported as it is")
     p.add_argument("--max-drop-pp", dest="gate.max_drop_pp", type=float, help="gate: largest accuracy drop vs float, in pp (default 0.3)")
     p.add_argument("--min-agreement", dest="gate.min_agreement", type=float, help="gate: smallest top-1 agreement with float (default 0.99)")
+    p.add_argument("--require-mcu", dest="mcu.require", action="store_const", const=True,
+                   help="fail the export when model_int8.tflite cannot run in TensorFlow Lite Micro or disagrees with "
+                        "LiteRT's reference kernels (default: the release is marked 'not for microcontrollers' and ships)")
+    p.add_argument("--no-mcu", dest="mcu.enabled", action="store_const", const=False,
+                   help="skip the microcontroller stage (TensorFlow Lite Micro parity, arena, flash, C source)")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("compare", help="train/evaluate several models into one table (params, MACs, float and "
                                        "int8 accuracy, int8 size, batch-1 latency), or a k-fold estimate")

@@ -105,6 +105,15 @@ class GateConfig:
 
 
 @dataclass
+class McuConfig:
+    """The microcontroller target (pipeline/mcu/): model_int8.tflite in TensorFlow Lite Micro. An extra target,
+    not a gate on the Pi release: a model it cannot run is marked "not for microcontrollers" unless `require`."""
+    enabled: bool = True
+    require: bool = False             # --require-mcu: fail the export instead of marking the release
+    min_agreement: float = 0.999      # top-1 agreement with LiteRT's built-in reference kernels
+
+
+@dataclass
 class KerasModelConfig:
     """A user's own Keras model (`export --keras-model PATH`, pipeline/keras_import/importer.py) in place of ours."""
     path: str | None = None           # a Keras 3 .keras, an HDF5 .h5 (Keras 2 / tf_keras or Keras 3) or a SavedModel folder
@@ -136,6 +145,7 @@ class Config:
     photos_train: PhotosTrainConfig = field(default_factory=PhotosTrainConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    mcu: McuConfig = field(default_factory=McuConfig)
     keras_model: KerasModelConfig = field(default_factory=KerasModelConfig)
 
     def to_dict(self) -> dict:

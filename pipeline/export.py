@@ -17,6 +17,7 @@ from pipeline.config import Config
 from pipeline.data import fashion_mnist
 from pipeline.evaluate import device_cost, parity, real_photos, temperature
 from pipeline.keras_import import importer
+from pipeline.mcu import microcontroller
 from pipeline.quantize import onnx_choice, representative, tflite
 from pipeline.release import manifest, metadata, promote, report
 from pipeline.release.provenance import git_commit, gzip_bytes, tool_versions
@@ -109,6 +110,10 @@ def run(cfg: Config) -> dict:
         progress("temperature", "a temperature per artifact, fitted on the validation split")
         reliability = temperature.fit_artifacts(out, release, splits.x_val, splits.y_val, val_ref, runs,
                                                 splits.y_test, progress)
+        progress("mcu", "model_int8.tflite in TensorFlow Lite Micro: parity, arena, flash, C source" if cfg.mcu.enabled
+                 else "skipped (--no-mcu)")
+        micro = microcontroller.check_release(out, release, splits.x_test, splits.y_test, cfg.mcu.min_agreement,
+                                        cfg.mcu.require, progress) if cfg.mcu.enabled else None
         cost = None
         if imported:
             cost = device_cost.rows(cfg, splits, model, pruned, float_acc, runs, out, progress)
@@ -144,6 +149,7 @@ def run(cfg: Config) -> dict:
             sizes={"unpruned_float_tflite": unpruned_size},
             photos_train=photo_variants.describe(photo_set, adapted) if adapted else None,
             real_photos=photos,
+            mcu=micro,
             **({"import": imported.info, "device_cost": cost} if imported else {}))
         report.copy_sections(target, out)         # `compare` results stay with the release until re-run
         (out / "labels.txt").write_text("\n".join(fashion_mnist.CLASS_NAMES) + "\n")

@@ -17,7 +17,8 @@ FILES = ["model_float.tflite", "model_int8.tflite", "model_float.onnx", "model_i
 
 
 def _digest(folder: Path) -> dict:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +133,18 @@ def test_gate_boundary_is_inclusive():
     r = {"m": {"accuracy": 0.773, "agreement_with_float": 0.994}}
     assert gate(r, 0.776, GateConfig()) == []
     assert gate(r, 0.777, GateConfig())[0].startswith("m: accuracy 77.30% is 0.40 pp below")
+
+
+def test_the_release_carries_its_microcontroller_figures_and_c_source(quick):
+    """The MCU stage ran inside the export: TFLM agreed with LiteRT's reference kernels on every quick test
+    image's top-1, the arena and flash are measured, and the C source holds the model's very bytes."""
+    cfg, manifest, out = quick
+    mcu = manifest["mcu"]
+    assert mcu["for_microcontrollers"] is True and mcu["why_not"] is None
+    assert mcu["agreement"]["images"] == manifest["test_images"]
+    assert mcu["agreement"]["top1_agreement"] >= cfg.mcu.min_agreement
+    assert 10_000 < mcu["arena_bytes"] < mcu["arena_reserve_bytes"] < 256 * 1024
+    assert mcu["flash_bytes"] >= (out / "model_int8.tflite").stat().st_size
+    source = (out / "mcu" / "model_data.cc").read_text()
+    assert f"{(out / 'model_int8.tflite').stat().st_size}" in source
+    assert "## On a microcontroller" in (out / "report.md").read_text()

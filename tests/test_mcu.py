@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("tflite_micro", reason="the mcu extra: pip install 'fashion-edge[mcu]'")
 
 from pipeline.errors import PipelineError  # noqa: E402
-from pipeline.mcu import csource, micro, stage  # noqa: E402
+from pipeline.mcu import csource, micro, microcontroller  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RELEASE = REPO / "exported"
@@ -201,7 +201,7 @@ def test_check_release_writes_the_source_and_the_manifest_block(release, test_im
     xt, yt = test_images
     (tmp_path / "model_int8.tflite").write_bytes(model)
     lines = []
-    block = stage.check_release(tmp_path, manifest, xt[:300], yt[:300], min_agreement=GATE, require=False,
+    block = microcontroller.check_release(tmp_path, manifest, xt[:300], yt[:300], min_agreement=GATE, require=False,
                                 log=lambda s, m: lines.append(m))
     print(json.dumps({k: v for k, v in block.items() if k != "fits"}, indent=1))
     assert block["for_microcontrollers"] and block["why_not"] is None
@@ -230,14 +230,14 @@ def test_model_with_an_op_tflite_micro_lacks_is_marked_not_for_microcontrollers(
     (tmp_path / "mcu").mkdir()   # an earlier release's source must not survive
     images, labels = np.zeros((3, 28, 28), np.uint8), np.zeros(3, np.int64)
     lines = []
-    block = stage.check_release(tmp_path, manifest, images, labels, GATE, require=False,
+    block = microcontroller.check_release(tmp_path, manifest, images, labels, GATE, require=False,
                                 log=lambda s, m: lines.append(m))
     assert block["for_microcontrollers"] is False and block["unsupported_op"] == "ATAN2"
     assert "ATAN2" in block["why_not"] and block["source"] is None and not (tmp_path / "mcu").exists()
     assert lines == ["not for microcontrollers: TFLite Micro has no kernel for op ATAN2"]
 
     with pytest.raises(micro.MicroUnsupportedError) as e:
-        stage.check_release(tmp_path, manifest, images, labels, GATE, require=True, log=lambda s, m: None)
+        microcontroller.check_release(tmp_path, manifest, images, labels, GATE, require=True, log=lambda s, m: None)
     assert isinstance(e.value, PipelineError) and "ATAN2" in str(e.value) and "\n" not in str(e.value)
 
 
@@ -247,7 +247,7 @@ def test_report_section_names_the_figures_and_the_boards(release, tmp_path):
     (tmp_path / "model_int8.tflite").write_bytes(model)
     from pipeline.data import fashion_mnist
     _, _, xt, yt, _ = fashion_mnist.load_raw()
-    block = stage.check_release(tmp_path, manifest, xt[:50], yt[:50], GATE, require=False, log=lambda s, m: None)
+    block = microcontroller.check_release(tmp_path, manifest, xt[:50], yt[:50], GATE, require=False, log=lambda s, m: None)
     text = "\n".join(mcu_section(block))
     print(text)
     assert text.startswith("## On a microcontroller") and f"{block['arena_bytes']:,} bytes" in text

@@ -84,7 +84,8 @@ def test_idx_parser_returns_an_array_or_raises_data_error(blob):
 # --- the export: killed mid-write, disk full -----------------------------------------------------
 
 def _digest(folder: Path) -> dict:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

@@ -218,8 +218,10 @@ def write_report(out_dir: Path, manifest: dict, plots: dict[str, Path]) -> Path:
     lines += [""]
     if manifest.get("photos_train"):
         lines += photos_train_section(manifest["photos_train"], ref["accuracy"])
-    if "real_photos" in manifest:
+    if manifest.get("real_photos"):
         lines += real_photos_section(manifest["real_photos"], manifest["labels"])
+    if manifest.get("mcu"):
+        lines += mcu_section(manifest["mcu"])
     for file in SECTIONS:
         if (Path(out_dir) / file).exists():
             lines += [section(file, (Path(out_dir) / file).read_text().strip()), ""]
