@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.config import make_config
 from pipeline.train import fit
-from pipeline.config import stage_key
+from pipeline.train.cache import stage_key
 
 PINNED = {
     "default": ("938a29d89ba9", "83ce98b5b548"),
