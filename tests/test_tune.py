@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import TF_ENV
 from pipeline.tune import space
 from pipeline.config import make_config
 from pipeline.errors import ConfigError
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _tune(out: Path, *flags: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pipeline", "tune", "--out", str(out), *flags],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+                            env={**os.environ, **TF_ENV})
 
 
 def test_pareto_flags_need_a_completed_trial_that_beats_on_every_axis():

@@ -18,21 +18,19 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline import TF_ENV
 from pipeline.tune import space
 from pipeline.config import Config
 from pipeline.errors import ConfigError
 
 METRIC = "val_accuracy"
 EXPERIMENT = "ray"          # OUT/ray: Ray's experiment folder
-# What every trial's process needs before TensorFlow is imported (Ray starts fresh worker processes).
-TRIAL_ENV = {"TF_USE_LEGACY_KERAS": "1", "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def fashion_edge_trial(params: dict, *, base: dict, epochs: int, limits: dict, cpus: int) -> None:
     """One Ray Tune trial: check the limits, train on the proxy schedule reporting every epoch, and end with
     the int8 model's validation accuracy. Runs in a Ray worker process."""
-    for key, value in TRIAL_ENV.items():
-        os.environ.setdefault(key, value)
+    import pipeline  # noqa: F401  (the TensorFlow environment, before TensorFlow is imported)
     from ray import tune as ray_tune
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(cpus)
@@ -136,7 +134,7 @@ def _space():
 
 def _init_ray(address: str | None, log):
     import ray
-    env = {"env_vars": TRIAL_ENV}
+    env = {"env_vars": dict(TF_ENV)}   # Ray starts fresh worker processes
     if address:
         # The cluster's nodes get this package with the job (they need the `pipeline` extra installed).
         import edge_runtime
