@@ -281,7 +281,8 @@ def without_pruning(cfg: Config) -> Config:
 
 def search_path(entries: list[str]) -> list[tuple[str, Path]]:
     """(entry, folder) for each entry of a `SearchConfig` list, in order: "$VAR" read from the environment
-    (left out when unset or empty), "~" expanded, a relative path taken relative to REPO."""
+    (left out when unset or empty), "~" expanded, a relative path taken relative to REPO and normalized
+    lexically (REPO/../shared/x is REPO.parent/shared/x: the photo-variant cache hashes the photos' paths)."""
     found = []
     for entry in entries:
         if entry.startswith("$"):
@@ -290,5 +291,5 @@ def search_path(entries: list[str]) -> list[tuple[str, Path]]:
                 found.append((entry, Path(value).expanduser()))
             continue
         path = Path(entry).expanduser()
-        found.append((entry, path if path.is_absolute() else REPO / path))
+        found.append((entry, path if path.is_absolute() else Path(os.path.normpath(REPO / path))))
     return found
