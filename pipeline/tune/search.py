@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pipeline import TF_ENV
 from pipeline.tune import space
-from pipeline.config import Config
+from pipeline.config import Config, schedule_epochs
 from pipeline.errors import ConfigError
 
 METRIC = "val_accuracy"
@@ -46,13 +46,13 @@ def fashion_edge_trial(params: dict, *, base: dict, epochs: int, limits: dict, c
     cfg = space.trial_config(make_config(base["profile"], **base["overrides"]), params, epochs)
     up_front = space.measure_up_front(params, space.Limits(**limits))
     first = {**up_front, "int8_bytes_up_front": up_front["int8_bytes"],
-             "epochs_planned": space.schedule_length(cfg),
+             "epochs_planned": schedule_epochs(cfg),
              "is_release_arch": space.same_architecture(params, base.get("release_params"))}
     if up_front["rejected"]:
         ray_tune.report({METRIC: 0.0, "status": "rejected", **first})
         return
     splits = fashion_mnist.load(cfg)
-    total = space.schedule_length(cfg)
+    total = schedule_epochs(cfg)
     done = {"epoch": 0}
 
     class Report(keras.callbacks.Callback):
@@ -193,7 +193,7 @@ def run(base_profile: str, base_overrides: dict, opts: TuneOptions, log=print) -
     cpus = _init_ray(opts.address, log)
     try:
         concurrent = opts.max_concurrent or max(1, cpus // opts.cpus_per_trial)
-        max_t = space.schedule_length(space.trial_config(base_cfg, {**space.RELEASE_PARAMS,
+        max_t = schedule_epochs(space.trial_config(base_cfg, {**space.RELEASE_PARAMS,
                                                                               "sparsity": 0.5}, opts.epochs))
         first_point = space.release_params(_release_manifest(base_cfg))
         # Trials run in other processes (maybe other machines): hand them absolute paths.
