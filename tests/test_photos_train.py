@@ -1,7 +1,6 @@
 """pipeline.train.photo_variants and adapt: training photos read from a manifest or class folders, converted by the
 runtime and cached, and a quick export that adapts on a small folder made here."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +8,6 @@ from PIL import Image
 
 from pipeline import cli
 from pipeline.train import photo_variants
-from pipeline.data.fashion_mnist import CLASS_NAMES
 from pipeline.errors import DataError
 
 
