@@ -2,6 +2,7 @@
 beside modules (and inside a non-editable install), the TensorFlow environment."""
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -79,9 +80,15 @@ def test_the_makefile_exports_the_packages_tensorflow_environment():
 @pytest.mark.slow
 def test_a_built_wheel_carries_install_sh_and_the_compat_client(tmp_path):
     """A non-editable install has no checkout: the files found by sibling path must be package data."""
+    src = tmp_path / "src"         # a copy: setuptools writes build/ and *.egg-info beside the sources
+    for name in ("pyproject.toml", "README.md"):
+        src.mkdir(exist_ok=True)
+        shutil.copy(ROOT / name, src / name)
+    for package in ("pipeline", "edge_runtime"):
+        shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600)
+                           "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    wheel = next(tmp_path.glob("fashion_edge-*.whl"))
+    wheel = next((tmp_path / "dist").glob("fashion_edge-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"pipeline/bundle/install.sh", "pipeline/compat/client_script.py", "edge_runtime/labels.py"} <= names
