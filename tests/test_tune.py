@@ -154,10 +154,10 @@ def test_the_searcher_never_proposes_one_architecture_twice():
     from ray import tune as ray_tune
 
     from pipeline.tune.searcher import DistinctOptunaSearch
-    space = {k: ray_tune.choice([v]) for k, v in space.RELEASE_PARAMS.items()}
-    space["kernel"] = ray_tune.choice([3, 5, 7])
-    space["width4"] = ray_tune.choice([32, 48, 64])          # unused with 3 blocks: not a new architecture
-    s = DistinctOptunaSearch(space=space, metric="val_accuracy", mode="max", seed=0)
+    choices = {k: ray_tune.choice([v]) for k, v in space.RELEASE_PARAMS.items()}
+    choices["kernel"] = ray_tune.choice([3, 5, 7])
+    choices["width4"] = ray_tune.choice([32, 48, 64])          # unused with 3 blocks: not a new architecture
+    s = DistinctOptunaSearch(space=choices, metric="val_accuracy", mode="max", seed=0)
     seen = []
     for k in range(3):
         params = s.suggest(f"t{k}")
