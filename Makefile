@@ -7,12 +7,13 @@ STAMP       := $(VENV)/.installed
 EXTRAS      := pipeline,tune,tflite,onnx,camera,photos,heic,mcu,dev
 DEBIAN_DATA := /usr/share/datasets/fashion-mnist
 
-# tfmot needs Keras 2 (tf_keras); no GPU here, so skip CUDA probing noise.
+# The TensorFlow environment: pipeline.TF_ENV (pipeline/__init__.py says why each), for the commands run
+# here that do not import the package first (tests/test_config.py keeps the two equal).
 export TF_USE_LEGACY_KERAS := 1
 export CUDA_VISIBLE_DEVICES := -1
 export TF_CPP_MIN_LOG_LEVEL := 2
-export PYTHONUNBUFFERED := 1
 export TF_ENABLE_ONEDNN_OPTS := 1
+export PYTHONUNBUFFERED := 1
 
 .PHONY: help venv data browser export tune test test-fast compat bench bench-baseline bundle bundle-offline pi-check clean
 

@@ -14,8 +14,10 @@ import time
 import warnings
 from pathlib import Path
 
+from pipeline.release import provenance
+
 from . import baseline, child, floor, latency, memory, photo, reference, report, sizes
-from .common import (BASELINE, BENCH_DIR, ROOT, BenchError, exported_dir, git_commit, load_manifest, machine,
+from .common import (BASELINE, BENCH_DIR, ROOT, BenchError, exported_dir, load_manifest, machine,
                      progress, release_artifacts, write_json)
 
 
@@ -99,7 +101,7 @@ def measure(folder: Path, *, build_dir: Path | None = None, calls: int = 2000, k
     return {
         "schema": 2,
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "git_commit": git_commit(),
+        "git_commit": provenance.git_commit(ROOT),
         "machine": machine(),
         "exported": str(folder),
         "manifest": {"created": manifest.get("created"), "git_commit": manifest.get("git_commit"),

@@ -20,7 +20,6 @@ MiB = 1024 * 1024
 
 # Child processes that time numpy alone must not fan out: one BLAS/OpenMP thread.
 ONE_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-TF_ENV = {"TF_USE_LEGACY_KERAS": "1", "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 class BenchError(RuntimeError):
@@ -103,14 +102,6 @@ def machine() -> dict:
         pass
     return {"cpu": cpu, "cpu_kind": cpu_kind(), "cores": os.cpu_count(), "machine": platform.machine(),
             "python": platform.python_version(), "system": f"{platform.system()} {platform.release()}"}
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def progress(msg: str) -> None:

@@ -9,7 +9,9 @@ from typing import Callable
 
 import numpy as np
 
-from .common import ROOT, TF_ENV, run_json, show
+from pipeline import TF_ENV
+
+from .common import ROOT, run_json, show
 
 
 def pin_tensorflow_threads() -> bool:

@@ -29,8 +29,6 @@ MANIFEST = "manifest.json"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)   # fixed, so the same code always makes the same zip
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def path(name: str, folder: Path = REFERENCE_DIR) -> Path:
@@ -101,7 +99,7 @@ def pinned_files(folder: Path = REFERENCE_DIR) -> dict[str, dict]:
         p = Path(folder) / name
         if p.is_file():
             data = p.read_bytes()
-            out[name] = {"sha256": sha256(data), "bytes": len(data)}
+            out[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     return out
 
 

@@ -17,15 +17,12 @@ from . import model_metadata
 from .backends import Backend, OnnxBackend, load_backend
 from .decode import load_image
 from .errors import EdgeError
+from .labels import FASHION_MNIST_LABELS
 from .preprocess import is_dataset_style, normalize, to_model_input
 from .quant import QuantParams, dequantize, quantize, softmax, temperature_scale
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA = 1
-FASHION_MNIST_LABELS = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
 
@@ -57,7 +54,7 @@ def file_sha256(path: str | Path) -> str:
 
 
 def read_manifest(path: str | Path) -> dict:
-    """Parse and sanity-check an exported manifest.json (schema in DESIGN.md)."""
+    """Parse and sanity-check an exported manifest.json (schema in docs/architecture.md)."""
     path = Path(path)
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))

@@ -18,6 +18,7 @@ from .classifier import Classifier, Prediction, format_predictions, json_answer
 from .decode import IMAGE_EXTENSIONS, MAX_PIXELS, load_image
 from .errors import EdgeError
 from .preprocess import is_dataset_style, to_model_input
+from .timing import call_seconds
 
 DEFAULT_MODEL = Path("exported") / "model_int8.tflite"
 MODEL_ENV = "FASHION_EDGE_MODEL"    # set by the device bundle's install: the release it installed
@@ -266,13 +267,7 @@ def _bench(classifier: Classifier, args: argparse.Namespace, out: TextIO) -> int
     else:
         image = _builtin_test_image()
     batch = image[None]
-    for _ in range(BENCH_WARMUP):
-        classifier.scores(batch)
-    times = np.empty(args.bench_runs)
-    for i in range(args.bench_runs):
-        t0 = time.perf_counter()
-        classifier.scores(batch)
-        times[i] = time.perf_counter() - t0
+    times = call_seconds(lambda: classifier.scores(batch), args.bench_runs, BENCH_WARMUP)
     try:
         cold = cold_start(classifier.model_path, args.threads, verify=not args.no_verify)
     except EdgeError as e:

@@ -1,7 +1,9 @@
-"""Where the time of one picture goes: decode, cut-out, the rest of the conversion, the model.
+"""Where the time of one picture goes: decode, cut-out, the rest of the conversion, the model; and the one
+way a batch-1 model call is timed (`call_seconds`, `round_robin_seconds`).
 
 The model answers a 28×28 image in well under a millisecond; a photo costs what happens before it.
-`make bench`, `edge-classify --bench PHOTO` and the camera loop all split their time with these.
+`make bench`, `edge-classify --bench PHOTO` and the camera loop all split their time with these; the
+pipeline's latency figures (compare, device_cost, the tune search) time their calls with these too.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -57,11 +60,34 @@ def model_call_seconds(classifier: Classifier, calls: int, image: np.ndarray | N
     """Seconds of each of `calls` batch-1 `Classifier.scores` calls on one 28×28 image: what the
     model itself costs, the yardstick the photo path is measured against."""
     batch = (np.zeros((28, 28), np.uint8) if image is None else image)[None]
+    return call_seconds(lambda: classifier.scores(batch), calls)
+
+
+def call_seconds(call: Callable[[], object], calls: int, warmup: int = 0) -> np.ndarray:
+    """Seconds of each of `calls` calls of `call()`, timed one by one after `warmup` untimed calls."""
+    for _ in range(warmup):
+        call()
     out = np.empty(calls)
     for i in range(calls):
         t0 = time.perf_counter()
-        classifier.scores(batch)
+        call()
         out[i] = time.perf_counter() - t0
+    return out
+
+
+def round_robin_seconds(calls: dict[str, Callable[[], object]], rounds: int, per_round: int, warmup: int = 0,
+                        warmup_each_round: int = 0, rotate: bool = True) -> dict[str, np.ndarray]:
+    """Several models' calls timed in turn in the same run, so a busy machine slows them alike: after `warmup`
+    untimed calls of each, `rounds` rounds of `per_round` timed calls of each (`warmup_each_round` untimed
+    ones before every block), the order rotated by one every round when `rotate`. {name: (rounds, per_round)}."""
+    names = list(calls)
+    for name in names:
+        call_seconds(calls[name], 0, warmup)
+    out = {n: np.empty((rounds, per_round)) for n in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[: r % len(names)] if rotate else names
+        for name in order:
+            out[name][r] = call_seconds(calls[name], per_round, warmup_each_round)
     return out
 
 

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import ConfigError
+from pipeline.train.cache import stage_key  # noqa: F401  (pipeline/export.py's import; the owner is train/cache)
 
 # The checkout this package sits in (pipeline/config.py -> its parent's parent): relative search paths
 # ("../shared/real-photos-dev") are relative to it, wherever the package itself is moved inside.
@@ -24,7 +24,7 @@ class DataConfig:
     val_size: int = 5000              # stratified, seeded validation split of the training set
     train_limit: int | None = None    # stratified subset of the training split (quick runs, tests)
     test_limit: int | None = None     # first N test images (quick runs, tests); None = all 10,000
-    photos_dir: str | None = None     # real phone photos to MEASURE on (else $FASHION_EDGE_PHOTOS, ../shared)
+    photos_dir: str | None = None     # real phone photos to MEASURE on (else `search.photos_dev`)
     mean: float = MEAN
     std: float = STD
 
@@ -54,7 +54,6 @@ class TrainConfig:
     label_smoothing: float = 0.1
     augment: bool = True              # pad 2 px + random crop 28 + horizontal flip
     photo_augment: float = 0.0        # share of training images given the "phone photo" transform
-    jit_compile: bool = False
     arch: ArchConfig = field(default_factory=ArchConfig)   # only read by model "custom"
 
 
@@ -68,8 +67,8 @@ class PruneConfig:
 
 @dataclass
 class PhotosTrainConfig:
-    # Real photos to adapt on (pipeline/train/adapt.py): --photos-train DIR, else, when `auto`,
-    # $FASHION_EDGE_PHOTOS_TRAIN or ../shared/real-photos-train if present.
+    # Real photos to adapt on (pipeline/train/adapt.py): --photos-train DIR, else, when `auto`, the first
+    # folder of `search.photos_train` present.
     dir: str | None = None
     auto: bool = True
     exclude_senders_of: str | None = None   # leave out photos whose sender_id is in this folder's MANIFEST.tsv
@@ -130,6 +129,33 @@ class KerasModelConfig:
     release: str = "exported"         # the shipped release the report sets the imported model beside
 
 
+# Where a download of Fashion-MNIST goes; also the last place searched.
+KERAS_CACHE = "~/.keras/datasets/fashion-mnist"
+
+
+@dataclass
+class SearchConfig:
+    """Where data is looked for when no flag names it, first match wins (`search_path`): "$VAR" is an
+    environment variable (skipped when unset), "~" is the home folder, a relative path is relative to the
+    checkout (REPO), wherever the command is run from."""
+    fashion_mnist: list[str] = field(default_factory=lambda: [
+        "$FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist", KERAS_CACHE])   # the four IDX files (--data-dir first)
+    photos_dev: list[str] = field(default_factory=lambda: [
+        "$FASHION_EDGE_PHOTOS", "../shared/real-photos-dev"])       # real photos to measure on (--photos first)
+    photos_train: list[str] = field(default_factory=lambda: [
+        "$FASHION_EDGE_PHOTOS_TRAIN", "../shared/real-photos-train"])   # real photos to adapt on (--photos-train first)
+
+
+@dataclass
+class SeedConfig:
+    """Offsets from `Config.seed` of the stages' own random streams, so no two stages draw the same numbers."""
+    data: int = 1                     # the stratified `data.train_limit` subset
+    prune: int = 1                    # the pruning fine-tune
+    adapt: int = 2                    # the real-photo fine-tune
+    representative: int = 2           # the int8 representative images drawn from the training split
+    footwear_pairs: int = 7           # the synthetic shoe-pair photos
+
+
 @dataclass
 class Config:
     seed: int = 0
@@ -147,6 +173,8 @@ class Config:
     gate: GateConfig = field(default_factory=GateConfig)
     mcu: McuConfig = field(default_factory=McuConfig)
     keras_model: KerasModelConfig = field(default_factory=KerasModelConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    seeds: SeedConfig = field(default_factory=SeedConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -265,12 +293,17 @@ def without_pruning(cfg: Config) -> Config:
     return dataclasses.replace(cfg, prune=dataclasses.replace(cfg.prune, enabled=False))
 
 
-def stage_key(*parts) -> str:
-    """Short stable hash of the config sections a cached stage depends on."""
-    blob = json.dumps([dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts],
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def build_path(cfg: Config, stage: str, key: str) -> Path:
-    return Path(cfg.build_dir) / f"{stage}-{key}"
+def search_path(entries: list[str]) -> list[tuple[str, Path]]:
+    """(entry, folder) for each entry of a `SearchConfig` list, in order: "$VAR" read from the environment
+    (left out when unset or empty), "~" expanded, a relative path taken relative to REPO and normalized
+    lexically (REPO/../shared/x is REPO.parent/shared/x: the photo-variant cache hashes the photos' paths)."""
+    found = []
+    for entry in entries:
+        if entry.startswith("$"):
+            value = os.environ.get(entry[1:])
+            if value:
+                found.append((entry, Path(value).expanduser()))
+            continue
+        path = Path(entry).expanduser()
+        found.append((entry, path if path.is_absolute() else Path(os.path.normpath(REPO / path))))
+    return found

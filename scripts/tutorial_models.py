@@ -19,20 +19,16 @@ IDX files keras.datasets.fashion_mnist.load_data() reads). Model files are build
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")        # tf.keras is tf_keras; `import keras` stays Keras 3
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pipeline  # noqa: E402,F401  (the TensorFlow environment: tf.keras is tf_keras; `import keras` stays Keras 3)
 
 
 @dataclass

@@ -2,15 +2,14 @@
 
 Run as a script (`python tests/edge_models.py OUT_DIR`) it trains a small tf_keras CNN on 3000
 training images and writes model_float.tflite, model_int8.tflite, model_float.onnx, model_int8.onnx and
-a manifest.json (schema 1, DESIGN.md) into OUT_DIR. The tests call it in a subprocess so that the test
-process itself never imports TensorFlow. Also home of the IDX reader the tests use (not `pipeline`'s:
+a manifest.json (schema 1, docs/architecture.md) into OUT_DIR. The `models` fixture (tests/conftest.py) calls it
+in a subprocess so that the test process itself never imports TensorFlow. Also home of the IDX reader the tests use (not `pipeline`'s:
 the runtime's tests stay independent of the training side).
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import subprocess
@@ -19,12 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.classifier import file_sha256
+from edge_runtime.labels import FASHION_MNIST_LABELS
+
 DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 REPO = Path(__file__).resolve().parent.parent
 # The pipeline's release folder; EDGE_EXPORTED_DIR points the tests at another export.
 EXPORTED = Path(os.environ.get("EDGE_EXPORTED_DIR", REPO / "exported"))
 MODEL_FILES = ("model_float.tflite", "model_int8.tflite", "model_float.onnx", "model_int8.onnx")
-LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+LABELS = list(FASHION_MNIST_LABELS)
 MEAN, STD = 0.2860, 0.3530
 TRAIN_IMAGES = 3000
 
@@ -72,31 +74,21 @@ def garment_video(path: Path, classes: tuple[int, ...] = (1, 8), hold: int = 15,
     return path
 
 
-_built: dict[str, Path] = {}
-
-
-def build_once(tmp_path_factory) -> Path:
-    """Build the test models in a fresh process, once per test session; returns their folder."""
-    if "dir" not in _built:
-        out_dir = tmp_path_factory.mktemp("edge-models")
-        done = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), str(out_dir)],
-            capture_output=True, text=True, timeout=600,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"building test models failed:\n{done.stderr[-4000:]}")
-        _built["dir"] = out_dir
-    return _built["dir"]
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def build_in_subprocess(out_dir: Path) -> Path:
+    """`build` into `out_dir` in a fresh process (TensorFlow stays out of the test process); returns `out_dir`."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)   # this checkout's packages
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), str(out_dir)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": path},
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"building test models failed:\n{done.stderr[-4000:]}")
+    return out_dir
 
 
 def build(out_dir: Path) -> None:
     """Train, convert and write the four models and their manifest (runs in its own process)."""
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before TensorFlow is imported: tf_keras, not Keras 3
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import pipeline  # noqa: F401  (the TensorFlow environment, before TensorFlow is imported: tf_keras, not Keras 3)
     import tensorflow as tf
     import tf_keras as keras
 
@@ -156,7 +148,7 @@ def build(out_dir: Path) -> None:
     for name in MODEL_FILES:
         path = out_dir / name
         entry = {"file": name, "format": path.suffix[1:], "precision": "int8" if "int8" in name else "float32",
-                 "bytes": path.stat().st_size, "sha256": _sha256(path)}
+                 "bytes": path.stat().st_size, "sha256": file_sha256(path)}
         if "int8" in name:
             entry.update(quant)
         artifacts.append(entry)

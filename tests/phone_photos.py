@@ -10,6 +10,7 @@ memory while it is written: the tests call this in a subprocess so that the test
 from __future__ import annotations
 
 import io
+import os
 import struct
 import subprocess
 import sys
@@ -29,8 +30,10 @@ def jpeg_name(size: tuple[int, int]) -> str:
 
 def make_all(out_dir: Path) -> Path:
     """Write every file into `out_dir` in a fresh process; returns `out_dir`."""
+    repo = str(Path(__file__).resolve().parents[1])      # this checkout's edge_runtime, as in the test process
+    path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), str(out_dir)], capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": path})
     if done.returncode != 0:
         raise RuntimeError(f"making the phone-sized photos failed:\n{done.stderr[-4000:]}")
     return out_dir

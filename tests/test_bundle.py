@@ -23,6 +23,7 @@ import pytest
 from PIL import Image
 
 from pipeline.bundle import tarball
+from pipeline.release import provenance
 
 try:
     from edge_models import REPO, fashion_mnist, garment_video
@@ -51,7 +52,7 @@ def test_bundle_holds_the_runtime_wheel_the_release_and_install_sh_only(tmp_path
     assert os.access(top / "install.sh", os.X_OK)
     info = json.loads((top / "BUNDLE.json").read_text())
     for name, entry in info["files"].items():                 # every file is what BUNDLE.json says
-        assert tarball._sha256(top / name) == entry["sha256"], name
+        assert provenance.sha256(top / name) == entry["sha256"], name
     for f in ("model_int8.tflite", "manifest.json"):
         assert (top / "release" / f).read_bytes() == (RELEASE / f).read_bytes()
     with zipfile.ZipFile(top / Path(wheel).name) as whl:

@@ -16,14 +16,9 @@ from edge_runtime.classifier import Classifier
 from edge_runtime.errors import EdgeError
 
 try:
-    from edge_models import REPO, build_once, fashion_mnist
+    from edge_models import REPO, fashion_mnist
 except ImportError:  # tests/ collected as a package
-    from tests.edge_models import REPO, build_once, fashion_mnist
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory):
-    return build_once(tmp_path_factory)
+    from tests.edge_models import REPO, fashion_mnist
 
 
 def test_backend_is_chosen_by_content(models):

@@ -16,17 +16,12 @@ from edge_runtime.cli import main
 from edge_runtime.errors import EdgeError
 
 try:
-    from edge_models import REPO, build_once, fashion_mnist, garment_video
+    from edge_models import REPO, fashion_mnist, garment_video
 except ImportError:  # tests/ collected as a package
-    from tests.edge_models import REPO, build_once, fashion_mnist, garment_video
+    from tests.edge_models import REPO, fashion_mnist, garment_video
 
 cv2 = pytest.importorskip("cv2")
 FRAMES = 24
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory):
-    return build_once(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

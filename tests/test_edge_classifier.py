@@ -15,17 +15,12 @@ from edge_runtime.errors import EdgeError
 from edge_runtime.preprocess import to_model_input
 
 try:
-    from edge_models import build_once, exported_models_dir, fashion_mnist
+    from edge_models import exported_models_dir, fashion_mnist
 except ImportError:  # tests/ collected as a package
-    from tests.edge_models import build_once, exported_models_dir, fashion_mnist
+    from tests.edge_models import exported_models_dir, fashion_mnist
 
 PARITY_IMAGES = 300
 SYNTHETIC_PHOTOS = 500
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory):
-    return build_once(tmp_path_factory)
 
 
 @pytest.fixture(params=["fixture", "exported"])

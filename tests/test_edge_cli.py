@@ -15,14 +15,9 @@ from PIL import Image
 from edge_runtime.cli import build_parser, main
 
 try:
-    from edge_models import REPO, build_once, fashion_mnist
+    from edge_models import REPO, fashion_mnist
 except ImportError:  # tests/ collected as a package
-    from tests.edge_models import REPO, build_once, fashion_mnist
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory):
-    return build_once(tmp_path_factory)
+    from tests.edge_models import REPO, fashion_mnist
 
 
 @pytest.fixture(scope="module")

@@ -21,23 +21,17 @@ import pytest
 from PIL import Image
 
 from edge_runtime import serve
-from edge_runtime.classifier import Classifier
 
 try:
     import browser
-    from edge_models import REPO, build_once, fashion_mnist, garment_video
+    from edge_models import REPO, fashion_mnist, garment_video
 except ImportError:  # tests/ collected as a package
     from tests import browser
-    from tests.edge_models import REPO, build_once, fashion_mnist, garment_video
+    from tests.edge_models import REPO, fashion_mnist, garment_video
 
 cv2 = pytest.importorskip("cv2")
 CLASSES = (1, 8)            # the video alternates trousers and bags, so the label changes
 HOLD = 15                   # frames per garment: half a second at the served 30 fps
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory):
-    return build_once(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -27,20 +26,15 @@ from edge_runtime.serve_auth import Access, Gate, resolve
 
 try:
     import browser
-    from edge_models import REPO, build_once, fashion_mnist, garment_video
+    from edge_models import REPO, fashion_mnist, garment_video
 except ImportError:  # tests/ collected as a package
     from tests import browser
-    from tests.edge_models import REPO, build_once, fashion_mnist, garment_video
+    from tests.edge_models import REPO, fashion_mnist, garment_video
 
 cv2 = pytest.importorskip("cv2")
 TOKEN = "test-token-0123456789abcdef"
 ENDPOINTS = [("GET", "/"), ("GET", "/stream.mjpg"), ("GET", "/api/events"), ("GET", "/api/latest"),
              ("GET", "/input.png"), ("POST", "/api/classify")]
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory):
-    return build_once(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

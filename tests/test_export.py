@@ -1,4 +1,4 @@
-"""Quick real exports (subset, 1 epoch): all artifacts, matching sha256s, a gate, and no promotion on failure."""
+"""Quick real exports (profile quick): all artifacts, matching sha256s, a gate, and no promotion on failure."""
 import hashlib
 import json
 from pathlib import Path
@@ -37,9 +37,11 @@ def test_quick_export_writes_every_artifact_with_matching_sha256(quick):
         blob = (out / a["file"]).read_bytes()
         assert hashlib.sha256(blob).hexdigest() == a["sha256"]
         assert len(blob) == a["bytes"]
-        assert 0.0 <= a["accuracy"] <= 1.0 and 0.0 <= a["agreement_with_float"] <= 1.0
+        assert a["accuracy"] > 0.7, a["file"]          # a trained model (measured 79.5 %; chance is 10 %)
         assert len(a["per_class_accuracy"]) == 10
+    # passed under a gate a broken int8 conversion fails (conftest.QUICK_GATE), not a loosened one
     assert on_disk["gate"]["passed"] is True
+    assert (on_disk["gate"]["max_drop_pp"], on_disk["gate"]["min_agreement"]) == (1.0, 0.98)
     assert on_disk["input"]["normalization"] == {"mean": cfg.data.mean, "std": cfg.data.std}
     i8 = next(a for a in on_disk["artifacts"] if a["file"] == "model_int8.tflite")
     assert i8["input"]["dtype"] == "int8" and i8["output"]["dtype"] == "int8"
@@ -115,7 +117,9 @@ def test_photos_command_remeasures_only_the_real_photos_of_a_release(quick, tmp_
     assert cli.main(["photos", "--export-dir", str(release), "--photos", str(_photo_folder(tmp_path / "dev"))]) == 0
     manifest = json.loads((release / "manifest.json").read_text())
     r = manifest["real_photos"]
-    assert r["photos"] == 6 and r["folder"] == "dev" and 0 <= r["correct"] <= 6
+    assert r["photos"] == 6 and r["folder"] == "dev"
+    assert sum(c["photos"] for c in r["per_class"].values()) == 6
+    assert r["correct"] == sum(c["correct"] for c in r["per_class"].values()) == int(round(r["accuracy"] * 6))
     assert f"({r['correct']}/6)" in (release / "report.md").read_text()
     assert (release / "real_photos_contact_sheet.png").is_file()
     assert {n: h for n, h in _digest(release).items() if n.startswith("model_")} == models_before

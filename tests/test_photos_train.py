@@ -1,7 +1,6 @@
 """pipeline.train.photo_variants and adapt: training photos read from a manifest or class folders, converted by the
 runtime and cached, and a quick export that adapts on a small folder made here."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +8,6 @@ from PIL import Image
 
 from pipeline import cli
 from pipeline.train import photo_variants
-from pipeline.data.fashion_mnist import CLASS_NAMES
 from pipeline.errors import DataError
 
 
@@ -134,11 +132,13 @@ def test_footwear_pairs_are_two_shoes_side_by_side_converted_by_the_runtime():
     side by side, labelled with their footwear class, reproducibly."""
     from pipeline.data import fashion_mnist
     from pipeline.train import footwear_pairs
+    from pipeline.config import SeedConfig
     x, y = fashion_mnist.load_raw()[:2]
-    images, labels = footwear_pairs.synthesize(x, y, 12, seed=0)
+    seed = 0 + SeedConfig.footwear_pairs     # as a run with seed 0 draws them
+    images, labels = footwear_pairs.synthesize(x, y, 12, seed=seed)
     assert images.shape == (36, 28, 28) and images.dtype == np.uint8
     assert labels.tolist() == [5] * 12 + [7] * 12 + [9] * 12
-    again, _ = footwear_pairs.synthesize(x, y, 12, seed=0)
+    again, _ = footwear_pairs.synthesize(x, y, 12, seed=seed)
     assert np.array_equal(images, again)
     # two shoes: light in the left and the right third, and a darker gap between them in most images
     lit = images > 100

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import TF_ENV
 from pipeline.tune import space
 from pipeline.config import make_config
 from pipeline.errors import ConfigError
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _tune(out: Path, *flags: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pipeline", "tune", "--out", str(out), *flags],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+                            env={**os.environ, **TF_ENV})
 
 
 def test_pareto_flags_need_a_completed_trial_that_beats_on_every_axis():
@@ -153,10 +154,10 @@ def test_the_searcher_never_proposes_one_architecture_twice():
     from ray import tune as ray_tune
 
     from pipeline.tune.searcher import DistinctOptunaSearch
-    space = {k: ray_tune.choice([v]) for k, v in space.RELEASE_PARAMS.items()}
-    space["kernel"] = ray_tune.choice([3, 5, 7])
-    space["width4"] = ray_tune.choice([32, 48, 64])          # unused with 3 blocks: not a new architecture
-    s = DistinctOptunaSearch(space=space, metric="val_accuracy", mode="max", seed=0)
+    choices = {k: ray_tune.choice([v]) for k, v in space.RELEASE_PARAMS.items()}
+    choices["kernel"] = ray_tune.choice([3, 5, 7])
+    choices["width4"] = ray_tune.choice([32, 48, 64])          # unused with 3 blocks: not a new architecture
+    s = DistinctOptunaSearch(space=choices, metric="val_accuracy", mode="max", seed=0)
     seen = []
     for k in range(3):
         params = s.suggest(f"t{k}")

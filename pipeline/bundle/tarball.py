@@ -15,7 +15,6 @@ to a temporary name and renamed, so a failed run leaves no half bundle.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ import tomllib
 from pathlib import Path
 
 from pipeline.config import REPO
+from pipeline.release import provenance
 from pipeline.bundle import wheels
 from pipeline.errors import PipelineError
 
@@ -81,15 +81,6 @@ def build_wheel(out: Path, work: Path) -> Path:
     return wheels[0]
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _git_commit() -> str:
-    done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return done.stdout.strip() if done.returncode == 0 else "unknown"
-
-
 def build(release: Path = REPO / "exported", dist: Path = REPO / "dist", *, with_wheels: bool = False,
           target: str = "aarch64-cp311", extras: list[str] | None = None, log=print) -> Path:
     """Write the bundle into `dist` and return its path. `with_wheels` adds every wheel `extras` (default:
@@ -118,7 +109,7 @@ def build(release: Path = REPO / "exported", dist: Path = REPO / "dist", *, with
             shutil.copy2(release / f, top / "release" / f)
         shutil.copy2(INSTALL_SCRIPT, top / "install.sh")
         (top / "install.sh").chmod(0o755)
-        info = {"bundle": name, "version": version, "git_commit": _git_commit(),
+        info = {"bundle": name, "version": version, "git_commit": provenance.git_commit(REPO),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "release_created": json.loads((release / "manifest.json").read_text()).get("created"),
                 "package": wheel.name, "extras": known, "wheels": None}
@@ -130,7 +121,7 @@ def build(release: Path = REPO / "exported", dist: Path = REPO / "dist", *, with
             (top / "wheels" / "requirements.txt").write_text("\n".join(reqs) + "\n")
             info["wheels"] = {"target": target, "python": t.python, "machine": t.machine, "glibc": t.glibc,
                               "extras": extras, "requirements": reqs}
-        info["files"] = {str(p.relative_to(top)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        info["files"] = {str(p.relative_to(top)): {"bytes": p.stat().st_size, "sha256": provenance.sha256(p)}
                          for p in sorted(top.rglob("*")) if p.is_file()}
         (top / "BUNDLE.json").write_text(json.dumps(info, indent=1) + "\n")
         partial = Path(tmp) / archive.name

@@ -1,6 +1,6 @@
 """Fashion-MNIST from the four original IDX files: search path, checksums, validation, splits.
 
-The class names live here, once.
+The class names are the device's (edge_runtime/labels.py), so a manifest and the runtime cannot disagree.
 """
 from __future__ import annotations
 
@@ -17,14 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.labels import FASHION_MNIST_LABELS
+from pipeline.config import KERAS_CACHE, SearchConfig, SeedConfig, search_path
 from pipeline.errors import DataError
 
-CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CLASS_NAMES = list(FASHION_MNIST_LABELS)
 
 MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
-KERAS_CACHE = "~/.keras/datasets/fashion-mnist"
 
 
 @dataclass(frozen=True)
@@ -110,10 +109,11 @@ def read_idx(path: str | Path, spec: IdxFile | None = None, verify: bool = True)
 
 # --- finding the files --------------------------------------------------------------------------
 
-def candidate_dirs(data_dir: str | None = None) -> list[Path]:
-    """The search order: explicit folder, $FASHION_MNIST_DIR, the Debian package, the Keras cache."""
-    dirs = [data_dir, os.environ.get("FASHION_MNIST_DIR"), DEBIAN_DIR, KERAS_CACHE]
-    return [Path(d).expanduser() for d in dirs if d]
+def candidate_dirs(data_dir: str | None = None, search: list[str] | None = None) -> list[Path]:
+    """The search order: the explicit folder, then `search` (default `SearchConfig.fashion_mnist`:
+    $FASHION_MNIST_DIR, the Debian package, the Keras cache)."""
+    found = [folder for _, folder in search_path(SearchConfig().fashion_mnist if search is None else search)]
+    return [Path(data_dir).expanduser(), *found] if data_dir else found
 
 
 def _find(spec: IdxFile, dirs: list[Path]) -> Path | None:
@@ -144,13 +144,13 @@ def download(spec: IdxFile, dest_dir: Path, mirror: str = MIRROR) -> Path:
     return dest_dir / spec.name
 
 
-def locate(data_dir: str | None = None, allow_download: bool = True) -> dict[str, Path]:
+def locate(data_dir: str | None = None, allow_download: bool = True, search: list[str] | None = None) -> dict[str, Path]:
     """Path of each of the four files: the first folder in the search order that has it.
 
     An explicit `data_dir` is authoritative: a file missing there is an error, not a reason to
     look elsewhere, so a user never silently trains on other data than they pointed at.
     """
-    dirs = [Path(data_dir).expanduser()] if data_dir else candidate_dirs()
+    dirs = [Path(data_dir).expanduser()] if data_dir else candidate_dirs(search=search)
     found = {}
     for key, spec in FILES.items():
         path = _find(spec, dirs)
@@ -181,9 +181,9 @@ class Splits:
                 f"images from {self.source}")
 
 
-def load_raw(data_dir: str | None = None, verify: bool = True):
-    """(x_train, y_train, x_test, y_test) as uint8 arrays, validated against the official files."""
-    paths = locate(data_dir)
+def load_raw(data_dir: str | None = None, verify: bool = True, search: list[str] | None = None):
+    """(x_train, y_train, x_test, y_test, source folder) as uint8 arrays, validated against the official files."""
+    paths = locate(data_dir, search=search)
     arrays = {k: read_idx(p, FILES[k], verify=verify) for k, p in paths.items()}
     return arrays["train_images"], arrays["train_labels"], arrays["test_images"], arrays["test_labels"], \
         str(paths["train_images"].parent)
@@ -207,14 +207,16 @@ def stratified_indices(labels: np.ndarray, size: int, seed: int) -> tuple[np.nda
 
 
 def split(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, *, val_size: int,
-          seed: int, train_limit: int | None = None, test_limit: int | None = None, source: str = "") -> Splits:
-    """Seeded stratified validation split; optional stratified training subset and test prefix."""
+          seed: int, train_limit: int | None = None, test_limit: int | None = None, source: str = "",
+          subset_seed_offset: int = SeedConfig.data) -> Splits:
+    """Seeded stratified validation split; optional stratified training subset (seeded `seed` +
+    `subset_seed_offset`) and test prefix."""
     for name, images, labels in (("training", x, y), ("test", x_test, y_test)):
         if len(images) != len(labels):
             raise DataError(f"{name} set: {len(images)} images but {len(labels)} labels")
     train_idx, val_idx = stratified_indices(y, val_size, seed)
     if train_limit:
-        _, sub = stratified_indices(y[train_idx], train_limit, seed + 1)
+        _, sub = stratified_indices(y[train_idx], train_limit, seed + subset_seed_offset)
         train_idx = train_idx[sub]
     if test_limit:
         x_test, y_test = x_test[:test_limit], y_test[:test_limit]
@@ -223,9 +225,10 @@ def split(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, 
 
 def load(cfg) -> Splits:
     """Load and split Fashion-MNIST as the DataConfig in `cfg.data` says (seed from `cfg.seed`)."""
-    x, y, xt, yt, source = load_raw(cfg.data.data_dir)
+    x, y, xt, yt, source = load_raw(cfg.data.data_dir, search=cfg.search.fashion_mnist)
     return split(x, y, xt, yt, val_size=cfg.data.val_size, seed=cfg.seed,
-                 train_limit=cfg.data.train_limit, test_limit=cfg.data.test_limit, source=source)
+                 train_limit=cfg.data.train_limit, test_limit=cfg.data.test_limit, source=source,
+                 subset_seed_offset=cfg.seeds.data)
 
 
 def write_pngs(x: np.ndarray, y: np.ndarray, out_dir: str | Path) -> int:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,15 +30,9 @@ def write_minimal_manifest(folder: Path, cfg: Config) -> None:
 def batch1_latency_us(model_path: Path, image: np.ndarray, calls: int = 500) -> float:
     """Median batch-1 latency of the int8 artifact in LiteRT, one thread, after warm-up."""
     from edge_runtime.classifier import Classifier
+    from edge_runtime.timing import call_seconds
     clf = Classifier(str(model_path), num_threads=1, verify=False)
-    for _ in range(50):
-        clf.scores(image[None])
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        clf.scores(image[None])
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e6)
+    return float(np.median(call_seconds(lambda: clf.scores(image[None]), calls, warmup=50)) * 1e6)
 
 
 def compare(cfg: Config, names: list[str]) -> list[dict]:

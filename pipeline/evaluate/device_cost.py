@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -26,23 +25,14 @@ def latencies_us(paths: dict[str, Path], image: np.ndarray, rounds: int = ROUNDS
                  calls: int = CALLS_PER_ROUND) -> dict[str, float]:
     """Median batch-1 latency (µs) of each model file, timed round-robin in the same run."""
     from edge_runtime.classifier import Classifier
+    from edge_runtime.timing import round_robin_seconds
     runners = {}
     for name, path in paths.items():
         clf = Classifier(str(path), num_threads=1, verify=False)
         runners[name] = lambda clf=clf: clf.scores(image[None])
-        for _ in range(WARMUP):
-            runners[name]()
-    names = list(runners)
-    blocks = {n: [] for n in names}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            times = np.empty(calls)
-            for i in range(calls):
-                t0 = time.perf_counter()
-                runners[name]()
-                times[i] = time.perf_counter() - t0
-            blocks[name].append(np.median(times))
-    return {n: float(np.median(b) * 1e6) for n, b in blocks.items()}
+    seconds = round_robin_seconds(runners, rounds, calls, warmup=WARMUP)
+    # the median of each round's median: one slow round moves it no more than one block
+    return {n: float(np.median(np.median(s, axis=1)) * 1e6) for n, s in seconds.items()}
 
 
 def accuracy(path: Path, x_test: np.ndarray, y_test: np.ndarray) -> float:

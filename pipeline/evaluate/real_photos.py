@@ -12,17 +12,24 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline.config import REPO
-
-CANDIDATES = (REPO.parent / "shared" / "real-photos-dev",)
+from pipeline.config import SearchConfig, search_path
 
 
-def find_dev_set(explicit: str | None = None) -> Path | None:
-    """The first folder with a MANIFEST.tsv among: `explicit`, $FASHION_EDGE_PHOTOS, ../shared/real-photos-dev."""
-    for folder in (explicit, os.environ.get("FASHION_EDGE_PHOTOS"), *CANDIDATES):
-        if folder and (Path(folder) / "MANIFEST.tsv").is_file():
-            return Path(folder)
+def find_dev_set(explicit: str | None = None, search: list[str] | None = None) -> Path | None:
+    """The first folder with a MANIFEST.tsv among: `explicit` (--photos), then `search` (default
+    `SearchConfig.photos_dev`: $FASHION_EDGE_PHOTOS, ../shared/real-photos-dev)."""
+    found = search_path(SearchConfig().photos_dev if search is None else search)
+    for folder in ([Path(explicit)] if explicit else []) + [folder for _, folder in found]:
+        if (folder / "MANIFEST.tsv").is_file():
+            return folder
     return None
+
+
+def confusion(y_true, y_pred, n: int = 10) -> np.ndarray:
+    """Counts of (true class, predicted class): the one confusion matrix (the report plots it)."""
+    m = np.zeros((n, n), dtype=np.int64)
+    np.add.at(m, (y_true, y_pred), 1)
+    return m
 
 
 def read_dev_set(folder: Path) -> tuple[list[Path], np.ndarray]:
@@ -50,8 +57,7 @@ def evaluate_paths(model_path: Path, paths: list[Path], y: np.ndarray, threshold
     probs = clf.scores(inputs, photos=True)   # as edge-classify scores photos
     pred, conf = probs.argmax(1), probs.max(1)
     classes = sorted(set(y.tolist()))
-    m = np.zeros((10, 10), np.int64)
-    np.add.at(m, (y, pred), 1)
+    m = confusion(y, pred)
     return {
         "photos": len(y), "correct": int((pred == y).sum()),
         "accuracy": round(float((pred == y).mean()), 4),

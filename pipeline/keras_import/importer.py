@@ -22,7 +22,9 @@ import tensorflow as tf
 import tf_keras
 
 from pipeline.keras_import import rebuild
-from pipeline.config import MEAN, STD, Config, build_path, stage_key
+from pipeline.config import MEAN, STD, Config
+from pipeline.release import provenance
+from pipeline.train.cache import build_path, stage_key
 from pipeline.errors import ModelError
 from pipeline.train.fit import cache_key as train_cache_key
 from pipeline.train.fit import standardize
@@ -69,12 +71,14 @@ class Imported:
 
 # --- reading the file ---------------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
+def _digest(path: Path) -> str:
+    """The file's SHA-256 (provenance.sha256); of a SavedModel folder, one SHA-256 over its files' relative
+    names and bytes in sorted order."""
+    if not path.is_dir():
+        return provenance.sha256(path)
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        if path.is_dir():
-            digest.update(str(f.relative_to(path)).encode() + b"\0")
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(f.relative_to(path)).encode() + b"\0")
         digest.update(f.read_bytes())
     return digest.hexdigest()
 
@@ -110,7 +114,7 @@ def read_source(path: str | Path) -> Source:
             raise ModelError(f"{p}: a folder without saved_model.pb, not a SavedModel; {expected}")
         saved_by, config = _savedmodel_versions(p)
         fmt = "keras2-savedmodel" if (p / "keras_metadata.pb").is_file() else "savedmodel"
-        return Source(p, fmt, _sha256(p), saved_by, config)
+        return Source(p, fmt, _digest(p), saved_by, config)
     with p.open("rb") as f:
         head = f.read(8)
     if head.startswith(b"PK"):
@@ -123,7 +127,7 @@ def read_source(path: str | Path) -> Source:
                 meta = json.loads(z.read("metadata.json")) if "metadata.json" in names else {}
         except (zipfile.BadZipFile, json.JSONDecodeError, EOFError) as e:
             raise ModelError(f"{p}: a damaged .keras archive ({e})") from e
-        return Source(p, "keras3", _sha256(p), f"Keras {meta.get('keras_version', 'unknown')}", config)
+        return Source(p, "keras3", _digest(p), f"Keras {meta.get('keras_version', 'unknown')}", config)
     if head == HDF5_SIGNATURE:
         import h5py
         try:
@@ -136,7 +140,7 @@ def read_source(path: str | Path) -> Source:
                              "with model.save(...), not model.save_weights(...)")
         version = str(attrs.get("keras_version", "unknown"))
         fmt = "keras3-h5" if version.startswith("3") else "keras2-h5"
-        return Source(p, fmt, _sha256(p), f"Keras {version}", json.loads(attrs["model_config"]))
+        return Source(p, fmt, _digest(p), f"Keras {version}", json.loads(attrs["model_config"]))
     raise ModelError(f"{p}: not a Keras model file; {expected}")
 
 
@@ -325,9 +329,9 @@ def prove_equal(core: tf_keras.Model, original: np.ndarray, x: np.ndarray, toler
             "equal": bool(diff <= tolerance * scale and same_top1 == len(x))}
 
 
-def key(cfg: Config, sha256: str) -> str:
-    """The stage-cache key of an imported model: the file, how it is read, and the fine-tune settings."""
-    return stage_key("keras-model", sha256, train_cache_key(cfg))
+def key(cfg: Config, file_digest: str) -> str:
+    """The stage-cache key of an imported model: the file (its digest), how it is read, and the fine-tune settings."""
+    return stage_key("keras-model", file_digest, train_cache_key(cfg))
 
 
 def run(cfg: Config, splits, log: Callable[[str, str], None]) -> Imported:

@@ -57,9 +57,6 @@ class Graph:
     output: str = INPUT
     dropped: list[str] = field(default_factory=list)   # "name (Class)" of the layers left out
 
-    def layer_names(self) -> list[str]:
-        return [n.name for n in self.nodes]
-
 
 # --- reading a config: the layers, recursively ------------------------------------------------------
 

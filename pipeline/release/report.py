@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pipeline.data.fashion_mnist import CLASS_NAMES  # noqa: E402
+from pipeline.evaluate.real_photos import confusion  # noqa: E402
 
 PLOTS = {
     "samples": "samples.png",
@@ -66,12 +67,6 @@ def learning_curves(history: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-
-
-def confusion(y_true, y_pred, n: int = 10) -> np.ndarray:
-    m = np.zeros((n, n), dtype=np.int64)
-    np.add.at(m, (y_true, y_pred), 1)
-    return m
 
 
 def confusion_plot(y_true, y_pred, path: Path, title: str = "Confusion matrix (test set)",
@@ -381,10 +376,6 @@ def _markers(file: str) -> tuple[str, str]:
 def section(file: str, text: str) -> str:
     begin, end = _markers(file)
     return f"{begin}\n## {SECTIONS[file]}\n\n{text}\n{end}"
-
-
-def comparison_section(text: str) -> str:
-    return section(COMPARISON_FILE, text)
 
 
 def copy_sections(release: Path, out: Path) -> None:

@@ -9,7 +9,6 @@ the model before this step is the Fashion-MNIST-only model the report compares a
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,8 @@ import tf_keras as keras
 from pipeline.train import augment
 from pipeline.train import photo_variants
 from pipeline.train import fit as training
-from pipeline.config import Config, build_path, stage_key
+from pipeline.config import Config
+from pipeline.train import cache
 from pipeline.train.prune import PRUNABLE, kernel_sparsity
 
 
@@ -67,13 +67,14 @@ def adapt(pruned: keras.Model, cfg: Config, splits, photos: photo_variants.Photo
     """Fine-tune a copy of `pruned` on Fashion-MNIST batches with real-photo variants mixed in (only
     those of the photos flagged in `keep`, if given: the variants are made and cached for the whole set)."""
     a = cfg.photos_train
-    training.seed_everything(cfg.seed + 2)
+    training.seed_everything(cfg.seed + cfg.seeds.adapt)
     px, py, source = photo_variants.variants(photos, a.variants, cfg.seed, Path(cfg.build_dir))
     if keep is not None:
         px, py = px[keep[source]], py[keep[source]]
     if a.footwear_pairs:
         from pipeline.train import footwear_pairs
-        sx, sy = footwear_pairs.synthesize(splits.x_train, splits.y_train, a.footwear_pairs, cfg.seed)
+        sx, sy = footwear_pairs.synthesize(splits.x_train, splits.y_train, a.footwear_pairs,
+                                            cfg.seed + cfg.seeds.footwear_pairs)
         px, py = np.concatenate([px, sx]), np.concatenate([py, sy])
     weights = photo_variants.balanced_weights(py, a.balance)
     model = keras.models.clone_model(pruned)
@@ -100,14 +101,9 @@ def adapt(pruned: keras.Model, cfg: Config, splits, photos: photo_variants.Photo
 def adapt_or_load(pruned: keras.Model, cfg: Config, splits, photos: photo_variants.PhotoSet,
                   prune_key: str) -> tuple[keras.Model, dict]:
     """Adapt, or reuse the model cached under build/ for this pruned model, photo set and settings."""
-    key = stage_key(prune_key, cfg.photos_train, photos.manifest_sha256, len(photos.paths),
-                    photo_variants._conversion_digest())
-    out = build_path(cfg, "adapt", key)
-    if (out / "model.h5").is_file():
-        print(f"  [adapt] reusing {out}", file=sys.stderr)
-        return training.load_saved(out)
-    model, info = adapt(pruned, cfg, splits, photos)
-    training.save(model, info, cfg, out)
+    key = cache.stage_key(prune_key, cfg.photos_train, photos.manifest_sha256, len(photos.paths),
+                          photo_variants._conversion_digest(), *cache.changed_seeds(cfg, "adapt", "footwear_pairs"))
+    model, info, _ = cache.reuse_or_compute(cfg, "adapt", key, lambda: adapt(pruned, cfg, splits, photos))
     return model, info
 
 
@@ -161,7 +157,7 @@ def _sender_disjoint_dev(cfg: Config, splits, pruned, photos, calib, tmp: Path, 
     figure a dev result is optimistic against when senders are shared."""
     from pipeline.evaluate import real_photos as photo_eval
     from pipeline.quantize import tflite
-    dev = photo_eval.find_dev_set(cfg.data.photos_dir)
+    dev = photo_eval.find_dev_set(cfg.data.photos_dir, cfg.search.photos_dev)
     if dev is None or not (dev / "MANIFEST.tsv").is_file():
         return None
     keep = ~np.isin(photos.senders, [s for s in photo_variants.read(dev).senders if not s.startswith("file:")])

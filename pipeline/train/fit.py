@@ -1,7 +1,7 @@
 """Train a float model: tf.data input, SGD-Nesterov warm-up + cosine (or the seeds' Adam), seeded."""
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import sys
 import time
@@ -13,7 +13,8 @@ import tf_keras as keras
 
 from pipeline.train import models
 from pipeline.train import augment
-from pipeline.config import Config, build_path, schedule_epochs, stage_key
+from pipeline.config import Config, schedule_epochs
+from pipeline.train import cache
 
 
 def standardize(x_uint8: np.ndarray, mean: float, std: float) -> np.ndarray:
@@ -87,7 +88,7 @@ def optimizer(cfg: Config, steps_per_epoch: int, start_epoch: int = 0):
 def compile_model(model: keras.Model, cfg: Config, steps_per_epoch: int, start_epoch: int = 0):
     model.compile(optimizer=optimizer(cfg, steps_per_epoch, start_epoch),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.train.label_smoothing),
-                  metrics=["accuracy"], jit_compile=cfg.train.jit_compile)
+                  metrics=["accuracy"])
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -132,42 +133,18 @@ def train(cfg: Config, splits, callbacks=()) -> tuple[keras.Model, dict]:
     return model, hist
 
 
-def save(model: keras.Model, history: dict, cfg: Config, out_dir: Path) -> None:
-    """Float model (.h5), training history and config into `out_dir`, written then renamed."""
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    model.save(tmp / "model.h5", include_optimizer=False)
-    (tmp / "history.json").write_text(json.dumps(history, indent=1))
-    (tmp / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-    if out_dir.exists():
-        import shutil
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
-
-
-def load_saved(out_dir: Path) -> tuple[keras.Model, dict]:
-    model = keras.models.load_model(Path(out_dir) / "model.h5", compile=False)
-    history = json.loads((Path(out_dir) / "history.json").read_text())
-    return model, history
-
-
 def cache_key(cfg: Config) -> str:
     """What a trained model depends on: seed, data selection, training settings and schedule length."""
     data = {k: v for k, v in cfg.data.__dict__.items() if k not in ("data_dir", "test_limit", "photos_dir")}
-    return stage_key(cfg.seed, data, cfg.train, {"schedule_epochs": schedule_epochs(cfg)})
+    # jit_compile was a TrainConfig field (never set, always False); hashed still, so earlier builds stay valid.
+    train = {**dataclasses.asdict(cfg.train), "jit_compile": False}
+    return cache.stage_key(cfg.seed, data, train, {"schedule_epochs": schedule_epochs(cfg)},
+                           *cache.changed_seeds(cfg, "data"))
 
 
 def train_or_load(cfg: Config, splits) -> tuple[keras.Model, dict, Path]:
     """Train, or reuse the model cached under build/ for exactly this configuration."""
-    out = build_path(cfg, "train", cache_key(cfg))
-    if (out / "model.h5").is_file():
-        print(f"  [train] reusing {out}", file=sys.stderr)
-        model, history = load_saved(out)
-        return model, history, out
-    model, history = train(cfg, splits)
-    save(model, history, cfg, out)
-    return model, history, out
+    return cache.reuse_or_compute(cfg, "train", cache_key(cfg), lambda: train(cfg, splits))
 
 
 def predict(model: keras.Model, x_uint8: np.ndarray, cfg: Config) -> np.ndarray:

@@ -64,10 +64,11 @@ def pair_photo(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> Image.
 
 def synthesize(x: np.ndarray, y: np.ndarray, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """`per_class` converted pair photos for each footwear class, from the training images `x`, `y`:
-    (N, 28, 28) uint8 model inputs exactly as the device makes them, and their labels."""
+    (N, 28, 28) uint8 model inputs exactly as the device makes them, and their labels. `seed` is the
+    stage's own (the run's seed + `cfg.seeds.footwear_pairs`)."""
     from edge_runtime.errors import EdgeError
     from edge_runtime.preprocess import to_model_input
-    rng = np.random.default_rng(seed + 7)
+    rng = np.random.default_rng(seed)
     images, labels = [], []
     for c in FOOTWEAR:
         idx = np.flatnonzero(y == c)

@@ -23,12 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from pipeline.config import REPO
+from pipeline.config import SearchConfig, search_path
 from pipeline.data.fashion_mnist import CLASS_NAMES
 from pipeline.errors import DataError
-
-CANDIDATES = (REPO.parent / "shared" / "real-photos-train",)
-ENV = "FASHION_EDGE_PHOTOS_TRAIN"
 
 
 @dataclass
@@ -40,6 +37,7 @@ class PhotoSet:
     labels: np.ndarray
     senders: list[str]
     manifest_sha256: str
+    found_by: str | None = None       # the flag or `search.photos_train` entry that named the folder
 
     def counts(self) -> dict[str, int]:
         return {CLASS_NAMES[c]: int((self.labels == c).sum()) for c in sorted(set(self.labels.tolist()))}
@@ -47,19 +45,20 @@ class PhotoSet:
     def subset(self, keep: np.ndarray) -> "PhotoSet":
         keep = np.asarray(keep, bool)
         return PhotoSet(self.folder, [p for p, k in zip(self.paths, keep) if k], self.labels[keep],
-                        [s for s, k in zip(self.senders, keep) if k], self.manifest_sha256)
+                        [s for s, k in zip(self.senders, keep) if k], self.manifest_sha256, self.found_by)
 
 
-def find(explicit: str | None = None) -> Path | None:
-    """The training folder: `explicit` (must exist), else $FASHION_EDGE_PHOTOS_TRAIN, else
-    ../shared/real-photos-train; None when there is none."""
+def find(explicit: str | None = None, search: list[str] | None = None) -> tuple[Path, str] | None:
+    """(training folder, what named it): `explicit` (must exist; "--photos-train"), else the first folder of
+    `search` (default `SearchConfig.photos_train`: $FASHION_EDGE_PHOTOS_TRAIN, ../shared/real-photos-train)
+    that exists; None when there is none."""
     if explicit:
         if not Path(explicit).is_dir():
             raise DataError(f"{explicit}: no such folder of training photos (--photos-train)")
-        return Path(explicit)
-    for folder in (os.environ.get(ENV), *CANDIDATES):
-        if folder and Path(folder).is_dir():
-            return Path(folder)
+        return Path(explicit), "--photos-train"
+    for entry, folder in search_path(SearchConfig().photos_train if search is None else search):
+        if folder.is_dir():
+            return folder, entry
     return None
 
 
@@ -114,10 +113,11 @@ def load(cfg) -> PhotoSet | None:
     """The training photos `cfg.photos_train` asks for (its folder, or when `auto` the search path),
     without the senders of `exclude_senders_of`; None when there are none to use."""
     a = cfg.photos_train
-    folder = find(a.dir) if a.dir or a.auto else None
-    if folder is None:
+    found = find(a.dir, cfg.search.photos_train) if a.dir or a.auto else None
+    if found is None:
         return None
-    photos = read(folder)
+    photos = read(found[0])
+    photos.found_by = found[1]
     if a.exclude_senders_of:
         photos = exclude_senders(photos, Path(a.exclude_senders_of))
     return photos
@@ -133,8 +133,9 @@ def why_none(cfg) -> str:
 
 
 def describe(photos: PhotoSet, info: dict) -> dict:
-    """What the release learnt from, for the manifest: the folder, count per class, its manifest's sha256."""
-    return {"folder": photos.folder.name, "photos": len(photos.paths), "per_class": photos.counts(),
+    """What the release learnt from, for the manifest: the folder and what found it, count per class, its
+    manifest's sha256."""
+    return {"folder": photos.folder.name, "found_by": photos.found_by, "photos": len(photos.paths), "per_class": photos.counts(),
             "senders": len(set(photos.senders)), "manifest_sha256": photos.manifest_sha256,
             **{k: v for k, v in info.items() if k != "history"}}
 

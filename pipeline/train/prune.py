@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
@@ -18,7 +16,8 @@ import tf_keras as keras
 from tf_keras import layers
 
 from pipeline.train import fit as training
-from pipeline.config import Config, build_path, stage_key
+from pipeline.config import Config
+from pipeline.train import cache
 
 PRUNABLE = (layers.Conv2D, layers.Dense)   # DepthwiseConv2D is a Conv2D subclass
 
@@ -55,7 +54,7 @@ def kernel_gzip_bytes(model: keras.Model) -> int:
 def prune(model: keras.Model, cfg: Config, splits, callbacks=()) -> tuple[keras.Model, dict]:
     """Prune `model` to cfg.prune.target_sparsity over the schedule's tail; return the stripped model."""
     p = cfg.prune
-    training.seed_everything(cfg.seed + 1)
+    training.seed_everything(cfg.seed + cfg.seeds.prune)
     steps = math.ceil(len(splits.y_train) / cfg.train.batch_size)
     total = steps * p.epochs
     # Reach the target part-way through, then let the remaining weights recover as the lr decays.
@@ -86,10 +85,11 @@ def prune_or_load(model: keras.Model, cfg: Config, splits, train_key: str) -> tu
     """Prune, or reuse the pruned model cached under build/ for this training + pruning config."""
     if not cfg.prune.enabled:
         return model, {"target_sparsity": 0.0, "measured_sparsity": round(kernel_sparsity(model), 4)}
-    out = build_path(cfg, "prune", stage_key(train_key, cfg.prune))
-    if (out / "model.h5").is_file():
-        print(f"  [prune] reusing {out}", file=sys.stderr)
-        return training.load_saved(out)
-    stripped, info = prune(model, cfg, splits)
-    training.save(stripped, info, cfg, out)
+    stripped, info, _ = cache.reuse_or_compute(cfg, "prune", cache_key(cfg, train_key),
+                                               lambda: prune(model, cfg, splits))
     return stripped, info
+
+
+def cache_key(cfg: Config, train_key: str) -> str:
+    """What a pruned model depends on: the trained model (its key) and the pruning settings."""
+    return cache.stage_key(train_key, cfg.prune, *cache.changed_seeds(cfg, "prune"))

@@ -18,21 +18,19 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline import TF_ENV
 from pipeline.tune import space
-from pipeline.config import Config
+from pipeline.config import Config, schedule_epochs
 from pipeline.errors import ConfigError
 
 METRIC = "val_accuracy"
 EXPERIMENT = "ray"          # OUT/ray: Ray's experiment folder
-# What every trial's process needs before TensorFlow is imported (Ray starts fresh worker processes).
-TRIAL_ENV = {"TF_USE_LEGACY_KERAS": "1", "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def fashion_edge_trial(params: dict, *, base: dict, epochs: int, limits: dict, cpus: int) -> None:
     """One Ray Tune trial: check the limits, train on the proxy schedule reporting every epoch, and end with
     the int8 model's validation accuracy. Runs in a Ray worker process."""
-    for key, value in TRIAL_ENV.items():
-        os.environ.setdefault(key, value)
+    import pipeline  # noqa: F401  (the TensorFlow environment, before TensorFlow is imported)
     from ray import tune as ray_tune
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(cpus)
@@ -48,13 +46,13 @@ def fashion_edge_trial(params: dict, *, base: dict, epochs: int, limits: dict, c
     cfg = space.trial_config(make_config(base["profile"], **base["overrides"]), params, epochs)
     up_front = space.measure_up_front(params, space.Limits(**limits))
     first = {**up_front, "int8_bytes_up_front": up_front["int8_bytes"],
-             "epochs_planned": space.schedule_length(cfg),
+             "epochs_planned": schedule_epochs(cfg),
              "is_release_arch": space.same_architecture(params, base.get("release_params"))}
     if up_front["rejected"]:
         ray_tune.report({METRIC: 0.0, "status": "rejected", **first})
         return
     splits = fashion_mnist.load(cfg)
-    total = space.schedule_length(cfg)
+    total = schedule_epochs(cfg)
     done = {"epoch": 0}
 
     class Report(keras.callbacks.Callback):
@@ -136,7 +134,7 @@ def _space():
 
 def _init_ray(address: str | None, log):
     import ray
-    env = {"env_vars": TRIAL_ENV}
+    env = {"env_vars": dict(TF_ENV)}   # Ray starts fresh worker processes
     if address:
         # The cluster's nodes get this package with the job (they need the `pipeline` extra installed).
         import edge_runtime
@@ -195,7 +193,7 @@ def run(base_profile: str, base_overrides: dict, opts: TuneOptions, log=print) -
     cpus = _init_ray(opts.address, log)
     try:
         concurrent = opts.max_concurrent or max(1, cpus // opts.cpus_per_trial)
-        max_t = space.schedule_length(space.trial_config(base_cfg, {**space.RELEASE_PARAMS,
+        max_t = schedule_epochs(space.trial_config(base_cfg, {**space.RELEASE_PARAMS,
                                                                               "sparsity": 0.5}, opts.epochs))
         first_point = space.release_params(_release_manifest(base_cfg))
         # Trials run in other processes (maybe other machines): hand them absolute paths.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,10 +101,6 @@ def trial_config(base: Config, params: dict, epochs: int | None = None) -> Confi
     return dataclasses.replace(base, train=train, prune=prune)
 
 
-def schedule_length(cfg: Config) -> int:
-    return cfg.train.epochs + (cfg.prune.epochs if cfg.prune.enabled else 0)
-
-
 def _litert_latency_ratio(candidate: bytes, release: Path, rounds: int = 7, calls: int = 60) -> float:
     """Median batch-1 LiteRT latency of `candidate` over the release's int8 model, one thread, both measured
     in this process in alternating rounds (the ratio, unlike the times, survives a busy machine)."""
@@ -117,16 +112,10 @@ def _litert_latency_ratio(candidate: bytes, release: Path, rounds: int = 7, call
         detail = it.get_input_details()[0]
         it.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
         interps.append(it)
-    times = ([], [])
-    for _ in range(rounds):
-        for k, it in enumerate(interps):
-            for _ in range(5):
-                it.invoke()
-            for _ in range(calls):
-                t0 = time.perf_counter()
-                it.invoke()
-                times[k].append(time.perf_counter() - t0)
-    return float(np.median(times[0]) / np.median(times[1]))
+    from edge_runtime.timing import round_robin_seconds
+    s = round_robin_seconds({"candidate": interps[0].invoke, "release": interps[1].invoke}, rounds, calls,
+                            warmup_each_round=5, rotate=False)
+    return float(np.median(s["candidate"]) / np.median(s["release"]))
 
 
 def measure_up_front(params: dict, limits: Limits) -> dict:
