@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import ConfigError
-from pipeline.train.cache import stage_key  # noqa: F401  (pipeline/export.py's import; the owner is train/cache)
 
 # The checkout this package sits in (pipeline/config.py -> its parent's parent): relative search paths
 # ("../shared/real-photos-dev") are relative to it, wherever the package itself is moved inside.

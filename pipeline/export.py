@@ -21,7 +21,6 @@ from pipeline.mcu import microcontroller
 from pipeline.quantize import onnx_choice, representative, tflite
 from pipeline.release import manifest, metadata, promote, report
 from pipeline.release.provenance import git_commit, gzip_bytes, tool_versions
-from pipeline.config import stage_key
 from pipeline.train import adapt, fit, models, photo_variants, prune
 
 
@@ -75,7 +74,7 @@ def run(cfg: Config) -> dict:
     else:
         progress("adapt", f"{len(photo_set.paths)} real photos from {photo_set.folder} ({photo_set.counts()}): "
                           f"{cfg.photos_train.epochs} epochs, {cfg.photos_train.share:.0%} of every batch")
-        pruned, adapted = adapt.adapt_or_load(pruned, cfg, splits, photo_set, stage_key(model_key, cfg.prune))
+        pruned, adapted = adapt.adapt_or_load(pruned, cfg, splits, photo_set, prune.cache_key(cfg, model_key))
         adapted = {**adapted, "fashion_mnist_only_test_accuracy":
                    round(accuracy(fmnist_only, splits.x_test, splits.y_test, cfg), 4)}
     ref_probs = fit.predict(pruned, splits.x_test, cfg)
@@ -116,7 +115,7 @@ def run(cfg: Config) -> dict:
                                         cfg.mcu.require, progress) if cfg.mcu.enabled else None
         cost = None
         if imported:
-            cost = device_cost.rows(cfg, splits, model, pruned, float_acc, runs, out, progress)
+            cost = device_cost.measure_cost(cfg, splits, model, pruned, float_acc, runs, out, progress)
         unpruned.unlink()
 
         plots = report.training_plots(out, splits, history, ref_probs)
@@ -125,7 +124,7 @@ def run(cfg: Config) -> dict:
         if adapted:                               # the Fashion-MNIST-only model, measured the same way, not shipped
             before = out / "fashion_mnist_only_int8.tflite"
             before.write_bytes(tflite.to_tflite_int8(fmnist_only, calibration))
-        photos = real_photos.measure(out, release, real_photos.find_dev_set(cfg.data.photos_dir), progress, before)
+        photos = real_photos.measure(out, release, real_photos.find_dev_set(cfg.data.photos_dir, cfg.search.photos_dev), progress, before)
         if before:
             before.unlink()
 

@@ -38,7 +38,7 @@ def test_pareto_flags_need_a_completed_trial_that_beats_on_every_axis():
 def test_up_front_size_is_the_trained_files_size_and_a_limit_rejects_it():
     """The size is known before training (to within 0.2 %: the converter's tables), so a limit rejects early."""
     from pipeline.data import fashion_mnist
-    from pipeline.quantize import tflite
+    from pipeline.quantize import representative, tflite
     from pipeline.train import fit
     params = dict(space.RELEASE_PARAMS)
     up = space.measure_up_front(params, space.Limits(max_int8_kb=40, max_macs=5e6))
@@ -48,7 +48,7 @@ def test_up_front_size_is_the_trained_files_size_and_a_limit_rejects_it():
     cfg = space.trial_config(make_config("quick", **{"data.train_limit": 1000}), params, epochs=1)
     splits = fashion_mnist.load(cfg)
     model, _ = fit.train(cfg, splits)
-    trained = tflite.to_tflite_int8(model, tflite.calibration_images(cfg, splits))
+    trained = tflite.to_tflite_int8(model, representative.calibration_images(cfg, splits))
     assert abs(len(trained) - up["int8_bytes"]) <= 0.002 * up["int8_bytes"], (len(trained), up["int8_bytes"])
     assert space.measure_up_front(params, space.Limits(max_int8_kb=64))["rejected"] is None
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from pipeline.data import fashion_mnist
 from pipeline.train import models
-from pipeline.quantize import tflite
+from pipeline.quantize import representative, tflite
 from pipeline.train import fit
 from pipeline.release import manifest
 from pipeline.config import SEED_STYLE, Config, without_pruning
@@ -47,7 +47,7 @@ def compare(cfg: Config, names: list[str]) -> list[dict]:
         float_acc = float((fit.predict(model, splits.x_test, mcfg).argmax(1) == splits.y_test).mean())
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model_int8.tflite"
-            path.write_bytes(tflite.to_tflite_int8(model, tflite.calibration_images(mcfg, splits)))
+            path.write_bytes(tflite.to_tflite_int8(model, representative.calibration_images(mcfg, splits)))
             write_minimal_manifest(Path(tmp), mcfg)
             clf = Classifier(str(path), num_threads=1, verify=False)
             int8_acc = float((clf.scores(splits.x_test).argmax(1) == splits.y_test).mean())

@@ -72,7 +72,7 @@ def _gzip_bytes(path: Path) -> int:
     return len(gzip.compress(Path(path).read_bytes(), 9, mtime=0))
 
 
-def rows(cfg, splits, model, pruned, float_acc: float, results: dict, out: Path,
+def measure_cost(cfg, splits, model, pruned, float_acc: float, results: dict, out: Path,
          log: Callable[[str, str], None]) -> list[dict]:
     """The manifest's "device_cost": the imported model (`out`/unpruned_float.tflite) → pruned → int8 (the
     validated artifacts in `out`), beside the release in cfg.keras_model.release, timed together."""

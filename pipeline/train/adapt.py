@@ -116,13 +116,13 @@ def sender_folds(cfg: Config, splits, pruned: keras.Model, photos: photo_variant
     import zlib
 
     from pipeline.evaluate import real_photos as photo_eval
-    from pipeline.quantize import tflite
+    from pipeline.quantize import representative, tflite
     from pipeline.data.fashion_mnist import CLASS_NAMES
 
     folds = np.array([zlib.crc32(s.encode()) % k for s in photos.senders])
     y = photos.labels
     pred = {"before": np.full(len(y), -1), "after": np.full(len(y), -1)}
-    calib = tflite.calibration_images(cfg, splits)
+    calib = representative.calibration_images(cfg, splits)
     with tempfile.TemporaryDirectory(prefix="sender-folds-") as tmp:
         tmp = Path(tmp)
         photo_eval.write_minimal_manifest(tmp, cfg)

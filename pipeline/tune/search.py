@@ -39,7 +39,7 @@ def fashion_edge_trial(params: dict, *, base: dict, epochs: int, limits: dict, c
 
     from pipeline.data import fashion_mnist
     from pipeline.train import prune
-    from pipeline.quantize import tflite
+    from pipeline.quantize import representative, tflite
     from pipeline.train import fit
     from pipeline.config import make_config
 
@@ -67,12 +67,12 @@ def fashion_edge_trial(params: dict, *, base: dict, epochs: int, limits: dict, c
     t0 = time.perf_counter()
     model, _ = fit.train(cfg, splits, callbacks=[Report()])
     model, info = prune.prune(model, cfg, splits, callbacks=[Report()]) if cfg.prune.enabled else (model, {})
-    tflite = tflite.to_tflite_int8(model, tflite.calibration_images(cfg, splits))
+    int8 = tflite.to_tflite_int8(model, representative.calibration_images(cfg, splits))
     from ai_edge_litert.interpreter import Interpreter
-    interp = Interpreter(model_content=tflite, num_threads=cpus)
+    interp = Interpreter(model_content=int8, num_threads=cpus)
     int8_val = _int8_accuracy(interp, fit.standardize(splits.x_val, cfg.data.mean, cfg.data.std), splits.y_val)
     ray_tune.report({METRIC: done["val"], "status": "completed", **first, "int8_val_accuracy": int8_val,
-                     "int8_bytes": len(tflite), "sparsity": info.get("measured_sparsity", 0.0),
+                     "int8_bytes": len(int8), "sparsity": info.get("measured_sparsity", 0.0),
                      "train_seconds": round(time.perf_counter() - t0, 1), "val_images": int(len(splits.y_val))})
 
 

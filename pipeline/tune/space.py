@@ -132,15 +132,15 @@ def measure_up_front(params: dict, limits: Limits) -> dict:
     model.set_weights([np.abs(rng.standard_normal(w.shape)).astype(np.float32) + 0.5 if "variance" in v.name
                        else (0.1 * rng.standard_normal(w.shape)).astype(np.float32)
                        for v, w in zip(model.weights, model.get_weights())])
-    tflite = tflite.to_tflite_int8(model, rng.standard_normal((8, 28, 28, 1)).astype(np.float32))
-    out = {"macs": int(models.macs(model)), "params": int(model.count_params()), "int8_bytes": len(tflite)}
+    int8 = tflite.to_tflite_int8(model, rng.standard_normal((8, 28, 28, 1)).astype(np.float32))
+    out = {"macs": int(models.macs(model)), "params": int(model.count_params()), "int8_bytes": len(int8)}
     reasons = []
     if limits.max_int8_kb is not None and out["int8_bytes"] > limits.max_int8_kb * 1024:
         reasons.append(f"int8 {out['int8_bytes'] / 1024:.1f} KB > {limits.max_int8_kb:g} KB")
     if limits.max_macs is not None and out["macs"] > limits.max_macs:
         reasons.append(f"{out['macs'] / 1e6:.2f} M MACs > {limits.max_macs / 1e6:g} M")
     if limits.release_tflite and not reasons:
-        out["latency_ratio"] = round(_litert_latency_ratio(tflite, Path(limits.release_tflite)), 3)
+        out["latency_ratio"] = round(_litert_latency_ratio(int8, Path(limits.release_tflite)), 3)
         if limits.max_latency_ratio is not None and out["latency_ratio"] > limits.max_latency_ratio:
             reasons.append(f"latency {out['latency_ratio']:.2f}× the release > {limits.max_latency_ratio:g}×")
     out["rejected"] = "; ".join(reasons) or None
