@@ -112,7 +112,7 @@ def run(cfg: Config) -> dict:
         progress("mcu", "model_int8.tflite in TensorFlow Lite Micro: parity, arena, flash, C source" if cfg.mcu.enabled
                  else "skipped (--no-mcu)")
         micro = microcontroller.check_release(out, release, splits.x_test, splits.y_test, cfg.mcu.min_agreement,
-                                        cfg.mcu.require, progress) if cfg.mcu.enabled else None
+                                              cfg.mcu.require, progress) if cfg.mcu.enabled else None
         cost = None
         if imported:
             cost = device_cost.measure_cost(cfg, splits, model, pruned, float_acc, runs, out, progress)
@@ -124,7 +124,8 @@ def run(cfg: Config) -> dict:
         if adapted:                               # the Fashion-MNIST-only model, measured the same way, not shipped
             before = out / "fashion_mnist_only_int8.tflite"
             before.write_bytes(tflite.to_tflite_int8(fmnist_only, calibration))
-        photos = real_photos.measure(out, release, real_photos.find_dev_set(cfg.data.photos_dir, cfg.search.photos_dev), progress, before)
+        dev = real_photos.find_dev_set(cfg.data.photos_dir, cfg.search.photos_dev)
+        photos = real_photos.measure(out, release, dev, progress, before)
         if before:
             before.unlink()
 
