@@ -151,7 +151,10 @@ class TFLiteBackend:
                             f"numpy<2 (numpy {numpy.__version__} is installed)") from e
         except (ValueError, RuntimeError) as e:
             raise EdgeError(f"{path}: cannot load TFLite model ({_one_line(e)}); the file is corrupt or truncated") from e
-        inputs, outputs = self._interp.get_input_details(), self._interp.get_output_details()
+        try:
+            inputs, outputs = self._interp.get_input_details(), self._interp.get_output_details()
+        except ValueError as e:
+            raise EdgeError(f"{path}: cannot load TFLite model ({_one_line(e)}); the file is corrupt") from e
         if len(inputs) != 1 or len(outputs) != 1:
             raise EdgeError(f"{path}: expected 1 input and 1 output, the model has {len(inputs)} and {len(outputs)}")
         inp, out = inputs[0], outputs[0]

@@ -1,10 +1,12 @@
 """A .tflite file's graph checked for what crashes LiteRT (SIGSEGV) instead of raising, before it is loaded.
 
 LiteRT verifies the flatbuffer's structure and most of the graph and raises a clear error; tests/test_edge_fuzz.py
-found two kinds of file it accepts and then crashes the process on (ai-edge-litert 2.3, XNNPACK on x86-64):
+found three kinds of file it accepts and then crashes the process on (ai-edge-litert 2.3, XNNPACK on x86-64):
 - a tensor that an operator writes but that holds constant data (its buffer index changed to another, non-empty
-  buffer): the operator writes into the read-only mapping of the model file, in invoke();
-- CONV_2D or FULLY_CONNECTED without its weights (input 1 set to -1, "optional"), in allocate_tensors().
+  buffer): the operator writes into the read-only mapping of the model file, in invoke() (SIGSEGV);
+- CONV_2D or FULLY_CONNECTED without its weights (input 1 set to -1, "optional"), in allocate_tensors() (SIGSEGV);
+- a model input or output that is no tensor (index -1): the interpreter reads outside its tensor list, so
+  get_output_details() raises with a garbage tensor count, or the process aborts (SIGABRT, 2 of 10,000 cases).
 Read with `struct` (no flatbuffers package on the device). A file whose structure this cannot follow is left to
 LiteRT's own verifier, which names what is wrong with it.
 """
@@ -74,6 +76,10 @@ def check_tflite(path: Path, data: bytes | None = None) -> None:
         problems = []
         for s, subgraph in enumerate(r.tables(model, 2)):
             tensors = r.tables(subgraph, 0)
+            for which, slot in (("input", 1), ("output", 2)):
+                bad = [t for t in r.ints(subgraph, slot) if not 0 <= t < len(tensors)]
+                if bad:
+                    problems.append(f"model {which} {bad[0]} of subgraph {s} is no tensor (it has {len(tensors)})")
             for o, op in enumerate(r.tables(subgraph, 3)):
                 index = r.scalar(op, 0, "I")
                 code = codes[index] if index < len(codes) else None
@@ -92,5 +98,5 @@ def check_tflite(path: Path, data: bytes | None = None) -> None:
     except (struct.error, IndexError):
         return          # a structure this cannot follow: LiteRT's verifier rejects it with its own message
     if problems:
-        raise EdgeError(f"{path}: cannot load TFLite model ({problems[0]}; LiteRT would crash on it); the file is "
+        raise EdgeError(f"{path}: cannot load TFLite model ({problems[0]}; LiteRT crashes on such files); the file is "
                         "corrupt")
