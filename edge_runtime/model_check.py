@@ -13,6 +13,7 @@ LiteRT's own verifier, which names what is wrong with it.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from pathlib import Path
 
@@ -25,7 +26,7 @@ WEIGHTS_NEEDED = {3: ("CONV_2D", 1), 9: ("FULLY_CONNECTED", 1)}
 class _Reader:
     """Tables and vectors of a flatbuffer (the binary format), every read bounds-checked by struct."""
 
-    def __init__(self, buf: bytes) -> None:
+    def __init__(self, buf: bytes | mmap.mmap) -> None:
         self.buf = buf
 
     def _field(self, table: int, slot: int) -> int | None:
@@ -65,9 +66,12 @@ class _Reader:
         return self._vector(buffer, 0)[1] > 0 or self.scalar(buffer, 2, "Q") > 0
 
 
-def check_tflite(path: Path, data: bytes | None = None) -> None:
+def check_tflite(path: Path, data: bytes | mmap.mmap | None = None) -> None:
     """EdgeError naming the file, the operator and the tensor when LiteRT would crash on this model."""
-    buf = Path(path).read_bytes() if data is None else data
+    if data is None:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return check_tflite(path, mapped)       # mapped, as LiteRT maps it: a large model is not read whole
+    buf = data
     r = _Reader(buf)
     try:
         model = struct.unpack_from("<I", buf, 0)[0]
