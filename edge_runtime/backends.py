@@ -12,6 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from .errors import EdgeError
+from .model_check import check_tflite
 from .quant import QuantParams
 
 # A TFLite flatbuffer carries the file identifier "TFL3" at bytes 4..8.
@@ -134,6 +135,7 @@ class TFLiteBackend:
 
     def __init__(self, path: Path, num_threads: int = 1, reference_kernels: bool = False) -> None:
         Interpreter, OpResolverType = _import_tflite_interpreter()
+        check_tflite(path)       # what would crash LiteRT instead of raising (edge_runtime.model_check)
         self.path = path
         self.kernels = "reference" if reference_kernels else "default"
         resolver = (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if reference_kernels
@@ -148,8 +150,11 @@ class TFLiteBackend:
             raise EdgeError(f"{path}: the TFLite interpreter failed to start ({e}); tflite-runtime needs "
                             f"numpy<2 (numpy {numpy.__version__} is installed)") from e
         except (ValueError, RuntimeError) as e:
-            raise EdgeError(f"{path}: cannot load TFLite model ({e}); the file is corrupt or truncated") from e
-        inputs, outputs = self._interp.get_input_details(), self._interp.get_output_details()
+            raise EdgeError(f"{path}: cannot load TFLite model ({_one_line(e)}); the file is corrupt or truncated") from e
+        try:
+            inputs, outputs = self._interp.get_input_details(), self._interp.get_output_details()
+        except ValueError as e:
+            raise EdgeError(f"{path}: cannot load TFLite model ({_one_line(e)}); the file is corrupt") from e
         if len(inputs) != 1 or len(outputs) != 1:
             raise EdgeError(f"{path}: expected 1 input and 1 output, the model has {len(inputs)} and {len(outputs)}")
         inp, out = inputs[0], outputs[0]
@@ -182,11 +187,16 @@ class TFLiteBackend:
                 self._interp.resize_tensor_input(self._in_index, [n, *EXPECTED_INPUT], strict=False)
                 self._interp.allocate_tensors()
             except (ValueError, RuntimeError) as e:
-                raise EdgeError(f"{self.path}: model cannot run a batch of {n} ({e})") from e
+                raise EdgeError(f"{self.path}: model cannot run a batch of {n} ({_one_line(e)})") from e
             self._batch = n
-        self._interp.set_tensor(self._in_index, batch)
-        self._interp.invoke()
-        return self._interp.get_tensor(self._out_index)  # a copy, safe to keep
+        # A corrupt file can load and still fail here (a tensor without data, a shape that contradicts its
+        # signature): found by tests/test_edge_fuzz.py.
+        try:
+            self._interp.set_tensor(self._in_index, batch)
+            self._interp.invoke()
+            return self._interp.get_tensor(self._out_index)  # a copy, safe to keep
+        except (ValueError, RuntimeError) as e:
+            raise EdgeError(f"{self.path}: inference failed ({_one_line(e)}); the file is corrupt") from e
 
 
 def _onnx_errors(ort) -> tuple[type[BaseException], ...]:
@@ -217,13 +227,24 @@ class OnnxBackend:
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only; warnings about unused initializers are noise here
+        # Fatal only: an error is raised to us and reported once, so onnxruntime's own log line of it (a
+        # second, coloured line on stderr for a corrupt file) would only repeat it; warnings are noise here.
+        options.log_severity_level = 4
         try:
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except self._errors as e:
             raise EdgeError(
                 f"{path}: cannot load ONNX model ({_first_line(e)}); the file is corrupt or truncated"
             ) from e
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4
+        try:
+            self._describe()
+        except UnicodeDecodeError as e:     # onnxruntime hands names and metadata over as they are in the file
+            raise EdgeError(f"{path}: the model's names or metadata are not valid UTF-8 ({e}); the file is corrupt") from e
+
+    def _describe(self) -> None:
+        path = self.path
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise EdgeError(f"{path}: expected 1 input and 1 output, the model has {len(inputs)} and {len(outputs)}")
@@ -269,9 +290,14 @@ class OnnxBackend:
 
     def _invoke(self, batch: np.ndarray) -> np.ndarray:
         try:
-            return self._session.run([self._out_name], {self._in_name: batch})[0]
+            return self._session.run([self._out_name], {self._in_name: batch}, self._run_options)[0]
         except self._errors as e:
             raise EdgeError(f"{self.path}: inference failed ({_first_line(e)})") from e
+
+
+def _one_line(e: BaseException) -> str:
+    """A runtime's message on one line (TFLite's error reporter joins several with newlines)."""
+    return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
 
 
 def _first_line(e: BaseException) -> str:

@@ -217,7 +217,11 @@ class Classifier:
             return np.zeros((0, len(self.labels)), np.float32)
         if self.input_quant is not None:
             x = quantize(x, self.input_quant, self.backend.input_dtype)
-        raw = self.backend.run(x).reshape(n, -1)
+        raw = self.backend.run(x)
+        if raw.size != n * len(self.labels):     # a corrupt file can declare one output shape and give another
+            raise EdgeError(f"{self.model_path}: the model gave {raw.size} outputs for {n} image(s), expected "
+                            f"{len(self.labels)} each; the file is corrupt")
+        raw = raw.reshape(n, -1)
         out = dequantize(raw, self.output_quant) if self.output_quant is not None else raw.astype(np.float32)
         return softmax(out) if self.apply_softmax else out
 

@@ -104,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-token", action="store_true",
                        help="with --serve on a network address: ask for no token (anyone who can reach the port "
                        "can watch the camera and send images)")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="with --serve: also answer requests whose Host header is NAME (repeatable), e.g. the name "
+                       "of a reverse proxy in front of the server. Without it only the server's own names are answered "
+                       "(localhost and loopback addresses; on a network address also this machine's host name, "
+                       "<hostname>.local and its addresses); any other Host gets 403, a defence against DNS "
+                       "rebinding (a web page that points its own name at this device)")
     collect = parser.add_argument_group("collect training photos (adapt the model to your camera)")
     collect.add_argument("--collect", metavar="DIR", type=Path,
                          help="with --camera: also save raw frames as DIR/<class>/<UTC timestamp>.jpg, ready for "
@@ -135,8 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--camera classifies frames; do not also give image paths")
     if args.collect and not (args.camera and args.label):
         parser.error("--collect needs --camera SOURCE and --label CLASS")
-    if (args.token is not None or args.no_token) and not args.serve:
-        parser.error("--token and --no-token are for --serve")
+    if (args.token is not None or args.no_token or args.allow_host) and not args.serve:
+        parser.error("--token, --no-token and --allow-host are for --serve")
     if args.label and not args.collect:
         parser.error("--label names the class of collected frames: give --collect DIR too")
     try:
@@ -152,6 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.camera:
             return _camera(classifier, args)
         return _classify_files(classifier, args, sys.stdout, sys.stderr)
+    except EdgeError as e:      # a model that loaded but cannot run (a corrupt file, found by fuzzing)
+        print(f"edge-classify: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130  # the shell's convention for Ctrl-C
     except BrokenPipeError:
@@ -161,13 +170,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from . import serve, serve_auth    # only with --serve: nothing of the server is imported otherwise
+    from . import serve, serve_auth, serve_host    # only with --serve: nothing of the server is imported otherwise
 
     try:
         address = serve.parse_address(args.serve)
         access = serve_auth.resolve(address[0], args.token, args.no_token, os.environ)
+        allow_hosts = serve_host.check_allowed(args.allow_host)
         return serve.run(args.model, address, camera=args.camera, top_k=args.top_k, threshold=args.threshold,
-                         threads=args.threads, verify=not args.no_verify, access=access)
+                         threads=args.threads, verify=not args.no_verify, access=access, allow_hosts=allow_hosts)
     except EdgeError as e:
         print(f"edge-classify: {e}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ import io
 import json
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +132,10 @@ def read_tflite(path: Path) -> ModelInfo:
                 labels = _labels(z.read(label_file).decode("utf-8"))
         except (zipfile.BadZipFile, KeyError) as e:
             raise EdgeError(f"{path}: metadata names {label_file} but the model carries no such file ({e})") from e
+        # A damaged archive fails in more ways than zipfile names (tests/test_edge_fuzz.py found the first three).
+        except (EOFError, NotImplementedError, UnicodeDecodeError, zlib.error, RuntimeError, ValueError) as e:
+            raise EdgeError(f"{path}: the labels file {label_file} packed in the model cannot be read "
+                            f"({type(e).__name__}: {str(e) or 'cut short'}); the file is corrupt") from e
     return ModelInfo(labels, mean, std)
 
 

@@ -8,6 +8,8 @@ GET /api/events      the same as Server-Sent Events, one per classified frame
 POST /api/classify   body = an image file → that JSON for it (never written to disk)
 GET /healthz         {"ok": true, ...} (without a token on a network address: only {"ok": true})
 
+Every request must name this server in its Host header (edge_runtime.serve_host: a defence against DNS
+rebinding) or gets 403 JSON, before anything else is looked at; /healthz still answers, with only {"ok": true}.
 Bound to any address but loopback, every other path needs the token (edge_runtime.serve_auth) and
 answers 401 JSON without it.
 
@@ -31,7 +33,7 @@ from collections import deque
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Callable, Sequence, TextIO
 
 import numpy as np
 from PIL import Image
@@ -40,7 +42,9 @@ from .camera import FrameSource, frame_to_picture, open_source
 from .classifier import Classifier, json_answer
 from .decode import decode_image
 from .errors import EdgeError
-from .serve_auth import REFUSAL, Access, Decision, Gate, notice, url_query
+from .serve_auth import OPEN_PATHS, REFUSAL, Access, Decision, Gate, notice, url_query
+from .serve_host import REFUSAL as HOST_REFUSAL
+from .serve_host import HostRule
 from .timing import classify_timed
 
 MAX_BODY_BYTES = 16 * 1024 * 1024     # larger uploads get 413 before their body is read
@@ -183,7 +187,7 @@ class Server(ThreadingHTTPServer):
 
     def __init__(self, address, model_path: Path, top_k: int, threshold: float | None, live: Live | None,
                  capture: CaptureLoop | None, threads: int = 1, verify: bool = True,
-                 token: str | None = None) -> None:
+                 token: str | None = None, allow_hosts: Sequence[str] = ()) -> None:
         self.top_k, self.threshold, self.live, self.capture = top_k, threshold, live, capture
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.classifiers: queue.Queue[Classifier] = queue.Queue()
@@ -193,6 +197,7 @@ class Server(ThreadingHTTPServer):
         self.closing = threading.Event()
         super().__init__(address, Handler)
         self.gate = Gate(token, self.server_address[1])
+        self.hosts = HostRule(address[0], allow_hosts)
 
     def handle_error(self, request, client_address):
         # A client that went away mid-answer (a closed tab, a test done reading) is not a server error.
@@ -227,11 +232,19 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):    # noqa: A002 (the base class's name): quiet by default
         pass
 
-    # --- the token (edge_runtime.serve_auth), before any route sees the request ------------------------
+    # --- the Host (edge_runtime.serve_host), then the token (serve_auth), before any route sees the request
     def parse_request(self) -> bool:
+        self.auth: Decision | None = None       # a kept-alive connection's previous request decided nothing here
         if not super().parse_request():
             return False
-        self.auth: Decision = self.server.gate.decide(self.path, self.headers)
+        if not self.server.hosts.allows(self.headers.get_all("Host")):
+            if self.path.split("?", 1)[0] in OPEN_PATHS:    # up or not, and nothing more, whoever asks
+                self.auth = Decision(True, False, None)
+                return True
+            self._json(403, {"error": HOST_REFUSAL, "status": 403}, {"Connection": "close"})
+            self.close_connection = True
+            return False
+        self.auth = self.server.gate.decide(self.path, self.headers)
         if not self.auth.allowed:        # the body of a POST is never read: the connection closes
             self._json(401, {"error": REFUSAL, "status": 401},
                        {"WWW-Authenticate": 'Bearer realm="edge-classify"', "Connection": "close"})
@@ -352,17 +365,20 @@ class Handler(BaseHTTPRequestHandler):
 
 def start(model_path: Path, address: tuple[str, int], *, camera: str | None = None, top_k: int = 3,
           threshold: float | None = None, threads: int = 1, verify: bool = True,
-          opener: Callable[[str], FrameSource] = open_source, token: str | None = None) -> Server:
+          opener: Callable[[str], FrameSource] = open_source, token: str | None = None,
+          allow_hosts: Sequence[str] = ()) -> Server:
     """Open the camera (if any), bind the server and start the capture thread; serve with
     `server.serve_forever()` and stop with `stop(server)`. With a `token`, every request but /healthz
-    must carry it (None: anyone who can connect may use it)."""
+    must carry it (None: anyone who can connect may use it). `allow_hosts`: Host names to answer besides
+    the server's own (serve_host)."""
     live = capture = None
     if camera is not None:
         live = Live()
         capture = CaptureLoop(Classifier(model_path, num_threads=threads, verify=verify), camera, live, top_k,
                               threshold, opener)
     try:
-        server = Server(address, Path(model_path), top_k, threshold, live, capture, threads, verify, token)
+        server = Server(address, Path(model_path), top_k, threshold, live, capture, threads, verify, token,
+                        allow_hosts)
     except OSError as e:
         if capture is not None and capture.src is not None:
             capture.src.close()
@@ -383,13 +399,14 @@ def stop(server: Server) -> None:
 
 
 def run(model_path: Path, address: tuple[str, int], *, camera: str | None, top_k: int, threshold: float | None,
-        threads: int, verify: bool, access: Access | None = None, out: TextIO | None = None) -> int:
+        threads: int, verify: bool, access: Access | None = None, allow_hosts: Sequence[str] = (),
+        out: TextIO | None = None) -> int:
     """The `--serve` command: serve until Ctrl-C or SIGTERM, then shut down cleanly; exit status.
     `access` is serve_auth.resolve's rule (None: open, as on loopback)."""
     out = out or sys.stdout
     access = access or Access(None, "loopback")
     server = start(model_path, address, camera=camera, top_k=top_k, threshold=threshold, threads=threads,
-                   verify=verify, token=access.token)
+                   verify=verify, token=access.token, allow_hosts=allow_hosts)
     host, port = server.server_address[:2]
     everywhere = host in ("0.0.0.0", "")
     shown = "127.0.0.1" if everywhere else host

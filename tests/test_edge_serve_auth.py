@@ -169,7 +169,7 @@ def test_with_the_token_by_query_header_or_cookie_every_endpoint_answers(network
 def test_an_upload_without_the_token_is_refused_before_its_body_is_read(network_server):
     import socket
     with socket.create_connection(("127.0.0.1", network_server.server_address[1]), timeout=10) as s:
-        s.sendall(b"POST /api/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n")
+        s.sendall(b"POST /api/classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 999999999\r\n\r\n")
         reply = b""
         while chunk := s.recv(4096):
             reply += chunk
