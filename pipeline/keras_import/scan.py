@@ -15,7 +15,12 @@ import dataclasses
 import importlib.util
 import io
 import json
+import os
+import pickle
 import re
+import select
+import signal
+import time
 import zipfile
 import zlib
 from collections import Counter
@@ -198,6 +203,12 @@ class _ConfigScan:
             for v in value:
                 self.walk(v, layer_position, owner, key, depth + 1)
             return
+        if layer_position and value is not None and not (
+                isinstance(value, dict) and isinstance(value.get("class_name"), str)
+                and isinstance(value.get("config", {}), dict)):
+            # The loaders and the rebuild index these without checking: a damaged file, said as such.
+            raise ModelError(f"{self.c.path}: {key or 'the model'}{f' of layer {owner!r}' if owner else ''} is "
+                             f"{type(value).__name__} {str(value)[:40]!r}, not a serialized layer: the config is damaged")
         if not isinstance(value, dict):
             return
         cls = value.get("class_name")
@@ -301,6 +312,74 @@ def _json(path: Path, raw: bytes | str, what: str):
 
 # --- .keras and .h5 ------------------------------------------------------------------------------------
 
+H5_SECONDS = 30.0       # reading a small model's HDF5 takes well under a second
+
+
+def _read_h5(path: Path, source, limit: int) -> dict:
+    """Everything a Keras loader reads from an HDF5 model: every attribute and every dataset, after checking
+    the datasets' declared sizes; returns the three top-level attributes the scan needs, as text."""
+    import h5py
+    with h5py.File(source, "r") as h:
+        _check_h5_datasets(path, h, limit)
+        out = {}
+        for k in ("model_config", "training_config", "keras_version"):
+            if k in h.attrs:
+                v = h.attrs[k]
+                out[k] = v.decode() if isinstance(v, bytes) else v if isinstance(v, str) else repr(v)[:80]
+
+        def touch(name, obj):
+            for key in obj.attrs:
+                obj.attrs[key]
+            if isinstance(obj, h5py.Dataset):
+                obj[()]
+        [h.attrs[k] for k in h.attrs]
+        h.visititems(touch)
+        return out
+
+
+def _isolated(path: Path, fn, *args):
+    """`fn(*args)` in a forked child: a damaged HDF5 file can make the HDF5 library loop forever or crash,
+    which no Python exception reaches; here that is a ModelError naming the file."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                       # the child: answer through the pipe, never return into the caller
+        try:
+            os.close(read)
+            try:
+                answer = ("ok", fn(*args))
+            except ModelError as e:
+                answer = ("model", str(e))
+            except Exception as e:     # noqa: BLE001 - any failure of the library on this file is the file's
+                answer = ("error", _first_line(e))
+            with os.fdopen(write, "wb") as f:
+                f.write(pickle.dumps(answer))
+        finally:
+            os._exit(0)
+    os.close(write)
+    chunks, deadline = [], time.monotonic() + H5_SECONDS
+    with os.fdopen(read, "rb") as f:
+        while True:
+            ready, _, _ = select.select([f], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise ModelError(f"{path}: reading the HDF5 data did not finish in {H5_SECONDS:g} s: the file is damaged")
+            chunk = os.read(f.fileno(), 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    if not chunks:
+        why = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit {os.WEXITSTATUS(status)}"
+        raise ModelError(f"{path}: the HDF5 library stopped ({why}) reading the file: the file is damaged")
+    kind, value = pickle.loads(b"".join(chunks))
+    if kind == "model":
+        raise ModelError(value)
+    if kind == "error":
+        raise ModelError(f"{path}: a damaged HDF5 file ({value})")
+    return value
+
+
 def _check_h5_datasets(path: Path, h5, limit: int) -> None:
     """Weights whose declared size is far beyond the file's: reading them would allocate that much."""
     import h5py
@@ -325,7 +404,6 @@ def _h5_limit(nbytes: int) -> int:
 
 
 def _scan_keras3(path: Path, contents: Contents) -> None:
-    import h5py
     try:
         with zipfile.ZipFile(path) as z:
             infos = {i.filename: i for i in z.infolist()}
@@ -340,10 +418,9 @@ def _scan_keras3(path: Path, contents: Contents) -> None:
             config = _json(path, z.read("config.json"), "config.json")
             if "metadata.json" in infos:
                 _json(path, z.read("metadata.json"), "metadata.json")
-            for name in ("model.weights.h5",):
-                if name in infos:
-                    with h5py.File(io.BytesIO(z.read(name)), "r") as h5:
-                        _check_h5_datasets(path, h5, _h5_limit(infos[name].file_size))
+            weights = z.read("model.weights.h5") if "model.weights.h5" in infos else None
+        if weights is not None:
+            _isolated(path, _read_h5, path, io.BytesIO(weights), _h5_limit(len(weights)))
     except ModelError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
@@ -356,19 +433,7 @@ def _scan_keras3(path: Path, contents: Contents) -> None:
 
 def _scan_h5(path: Path, contents: Contents) -> str:
     """Scan an HDF5 model; returns its format (keras3-h5 or keras2-h5)."""
-    import h5py
-    try:
-        with h5py.File(path, "r") as h:
-            attrs = {}
-            for k in ("model_config", "training_config", "keras_version"):
-                if k in h.attrs:
-                    v = h.attrs[k]
-                    attrs[k] = v.decode() if isinstance(v, bytes) else v
-            _check_h5_datasets(path, h, _h5_limit(path.stat().st_size))
-    except ModelError:
-        raise
-    except (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError, UnicodeDecodeError) as e:
-        raise ModelError(f"{path}: a damaged HDF5 file ({_first_line(e)})") from None
+    attrs = _isolated(path, _read_h5, path, str(path), _h5_limit(path.stat().st_size))
     if "model_config" not in attrs:
         raise ModelError(f"{path}: an HDF5 file with weights only (no model_config): save the whole model "
                          "with model.save(...), not model.save_weights(...)")
