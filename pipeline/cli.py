@@ -120,8 +120,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from pipeline import export
     cfg = _config(args)
+    if cfg.keras_model.path:      # read the file for code before TensorFlow or a Keras loader touches it (#29)
+        from pipeline.keras_import import scan
+        cfg = scan.admit(cfg, trust=args.trust_model)
+    from pipeline import export
     manifest = export.run(cfg)
     summary = {a["file"]: {"bytes": a["bytes"], "accuracy": a["accuracy"], "agreement": a["agreement_with_float"]}
                for a in manifest["artifacts"]}
@@ -299,6 +302,10 @@ def main(argv=None) -> int:
                    help="refuse a model whose float test accuracy is below A: its normalization is wrong (default 0.5)")
     g.add_argument("--compare-with", dest="keras_model.release", metavar="DIR",
                    help="the shipped release the report measures beside your model (default: exported)")
+    g.add_argument("--trust-model", dest="trust_model", action="store_true",
+                   help="I wrote this file / I trust its code, which will run here: export a model that carries code "
+                        "(a Lambda layer, a layer or object that is not Keras's own, graph ops that read or write "
+                        "files or call Python), which is refused otherwise; the manifest records what it carried")
     p.add_argument("--no-prune", dest="prune.enabled", action="store_const", const=False,
                    help="do not prune: the float model is quantized and exported as it is")
     p.add_argument("--max-drop-pp", dest="gate.max_drop_pp", type=float, help="gate: largest accuracy drop vs float, in pp (default 0.3)")

@@ -43,7 +43,7 @@ def run(cfg: Config) -> dict:
     progress("data", splits.describe())
 
     if cfg.keras_model.path:                      # the user's model instead of training ours
-        imported = importer.run(cfg, splits, progress)
+        imported = importer.import_model(cfg, splits, progress)
         cfg = imported.cfg                        # its normalization and origin, for every stage after this
         model, history, model_key = imported.model, {}, imported.key
     else:

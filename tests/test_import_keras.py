@@ -44,7 +44,7 @@ def quick_splits():
 
 def _import(path: Path, splits, **overrides):
     cfg = make_config("quick", **{"keras_model.path": str(path), **overrides})
-    return importer.run(cfg, splits, lambda stage, message: None)
+    return importer.import_model(cfg, splits, lambda stage, message: None)
 
 
 # --- the rebuild, proven -------------------------------------------------------------------------------
@@ -105,8 +105,9 @@ def test_custom_layer_keras_file_names_the_layer_and_exits_2(tmp_path, capsys):
                       keras.layers.Dense(10)]).save(path)
     assert _export(path, tmp_path) == 2
     errors = _error_lines(capsys)
-    assert errors == ["error: custom.keras: layer 'doubler' (tests>Doubler, a custom layer) cannot be rebuilt: its "
-                      "code is not in the file; only built-in Keras layers can be imported"]
+    assert errors == ["error: custom.keras: layer 'doubler' (tests>Doubler, module test_import_keras) is not a "
+                      "built-in Keras layer: its code, from outside Keras, would run on this machine; refused: give "
+                      "--trust-model only if you wrote this file or trust its code"]
     assert not (tmp_path / "exported").exists()
 
 
@@ -157,7 +158,8 @@ def test_layer_tf_keras_lacks_needs_no_prune(tmp_path, capsys):
                       keras.layers.Dense(10)]).save(path)
     assert _export(path, tmp_path) == 2
     assert _error_lines(capsys) == ["error: unitnorm.keras: layer 'unit' (UnitNormalization) cannot be rebuilt in "
-                                    "tf_keras, which pruning needs; --no-prune exports the model as it is"]
+                                    "tf_keras, which pruning needs; --no-prune exports the model unpruned, "
+                                    "computed by the Keras that saved it"]
 
 
 # --- the tutorials, exported -------------------------------------------------------------------------------

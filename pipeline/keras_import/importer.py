@@ -3,7 +3,7 @@
 The stage, in the order it runs: read the file (a Keras 3 .keras archive, HDF5 from either Keras, or a
 SavedModel folder); check that it takes one 28×28 image and gives 10 classes; find what it expects of its
 pixels; measure its float accuracy on the test images (near chance means the normalization is wrong); rebuild
-it as a flat tf_keras model with the device's (N, 28, 28, 1) input and probabilities out (keras_rebuild.py);
+it as a flat tf_keras model with the device's (N, 28, 28, 1) input and probabilities out (rebuild.py);
 and prove the rebuilt model equal to the original on the test images before anything else happens. From
 there the chain treats it like its own model.
 """
@@ -21,11 +21,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from pipeline.keras_import import rebuild
 from pipeline.config import MEAN, STD, Config
+from pipeline.errors import ModelError
+from pipeline.keras_import import rebuild, scan
 from pipeline.release import provenance
 from pipeline.train.cache import build_path, stage_key
-from pipeline.errors import ModelError
 from pipeline.train.fit import cache_key as train_cache_key
 from pipeline.train.fit import standardize
 
@@ -334,8 +334,9 @@ def key(cfg: Config, file_digest: str) -> str:
     return stage_key("keras-model", file_digest, train_cache_key(cfg))
 
 
-def run(cfg: Config, splits, log: Callable[[str, str], None]) -> Imported:
+def import_model(cfg: Config, splits, log: Callable[[str, str], None]) -> Imported:
     """The import stage (module docstring): the user's model, checked, proven and in device form."""
+    cfg = scan.admit(cfg)                 # what the file would run here: refused unless trusted (issue #29)
     src = read_source(cfg.keras_model.path)
     name = src.path.name
     log("import", f"{name}: {FORMATS[src.format]}, saved by {src.saved_by}, sha256 {src.sha256[:12]}…")
@@ -346,11 +347,12 @@ def run(cfg: Config, splits, log: Callable[[str, str], None]) -> Imported:
                          "only built-in Keras layers can be imported")
     if problems and cfg.prune.enabled:
         raise ModelError(f"{name}: layer {', '.join(problems)} cannot be rebuilt in tf_keras, which pruning needs; "
-                         "--no-prune exports the model as it is")
+                         "--no-prune exports the model unpruned, computed by the Keras that saved it"
+                         + scan.as_is_note(cfg))
     if src.format == "savedmodel" and cfg.prune.enabled:
         raise ModelError(f"{name}: a SavedModel without Keras metadata (Keras 3 model.export, tf.saved_model.save) "
-                         "has no layers to rebuild or prune; --no-prune exports it as it is, or save the model "
-                         "with model.save('model.keras')")
+                         "has no layers to rebuild or prune; --no-prune exports it as it is (its graph, run by "
+                         f"TensorFlow{scan.as_is_note(cfg)}), or save the model with model.save('model.keras')")
     obj, keras3 = load(src)
     in_shape, out_shape = io_shapes(obj, keras3)
     try:
@@ -371,7 +373,7 @@ def run(cfg: Config, splits, log: Callable[[str, str], None]) -> Imported:
     cfg = dataclasses.replace(
         cfg, data=dataclasses.replace(cfg.data, mean=float(mean), std=float(std)),
         origin={"kind": "keras-model", "file": name, "sha256": src.sha256, "saved_by": src.saved_by,
-                "format": src.format})
+                "format": src.format, **scan.trusted(cfg)})
     stage = key(cfg, src.sha256)
     x = standardize(splits.x_test, mean, std)
     rebuilt = not problems and src.format != "savedmodel"
@@ -388,7 +390,8 @@ def run(cfg: Config, splits, log: Callable[[str, str], None]) -> Imported:
         raise ModelError(f"{name}: the model {what} differs from the original on the test images: largest output "
                          f"difference {proof['max_abs_diff']:.3g} (allowed {cfg.keras_model.max_abs_diff:g} × "
                          f"{proof['output_scale']:g}), {proof['top1_same']:,} of {proof['images']:,} top-1 answers "
-                         "the same; --no-prune exports the model as it is")
+                         "the same; --no-prune exports the model unpruned, computed by the Keras that saved it"
+                         + scan.as_is_note(cfg))
     log("import", f"{what}; proven equal on {proof['images']:,} test images: largest output difference "
                   f"{proof['max_abs_diff']:.2e}, top-1 identical")
     info = {"file": name, "format": src.format, "format_description": FORMATS[src.format],

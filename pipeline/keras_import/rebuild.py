@@ -4,7 +4,7 @@ A Keras 3 model is rebuilt layer by layer from its config (translated to tf_kera
 weights copied; a tf_keras model is rebuilt the same way from its own config. Nested Sequential and
 functional models are inlined, augmentation layers that are the identity at inference are left out, and
 the device's input (N, 28, 28, 1) is put in front (a Reshape when the model takes 28×28 or 784 values).
-Whether the result computes what the original did is proven by the caller (import_keras.prove_equal).
+Whether the result computes what the original did is proven by the caller (importer.prove_equal).
 """
 from __future__ import annotations
 
