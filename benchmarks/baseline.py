@@ -1,6 +1,7 @@
 """benchmarks/baseline.json: the budgets (policy, edited by hand) and the checksums of the pinned references.
 
-No figure in it depends on the CPU. Sizes and memory are byte budgets; every time is gated as a ratio to
+No figure in it depends on the CPU. Sizes, memory and the int8 model's TFLite Micro arena and flash are byte
+budgets; every time is gated as a ratio to
 its pinned reference measured in the same run, within a tolerance kept here. `make bench-baseline` writes
 this file when it accepts a release (bench.py); it never raises a budget or a tolerance.
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from .common import ARTIFACTS, BASELINE, MiB, ROOT
 
-SCHEMA = 3
+SCHEMA = 4   # 4: the `mcu` budgets (arena, flash)
 # How far a figure may move against its pinned reference before its gate fails. Measured with one core
 # kept busy by another process (10 runs): artifacts 0.977–1.020, overhead 0.925–1.168, photo path 0.974–1.043,
 # memory 0.985–1.011. A 1.56× wider model ran 2.07× slower in float TFLite, 50 µs per call made the overhead 1.73×.
@@ -28,6 +29,11 @@ TOLERANCES = {
 # Budgets are policy; these seed a baseline that has none yet: the int8 model's 64 KiB target, the others
 # measured × 1.25 rounded up to 4 KiB (files) or 8 MiB (memory).
 DEFAULT_BUDGETS = {"model_int8.tflite": 64 * 1024}
+# model_int8.tflite on a microcontroller (benchmarks/mcu.py), seeded the same way: flash at the int8 model's 64 KiB
+# target (the flash is that file as a const array, + its length and alignment: 16 bytes today), the arena measured
+# × 1.25 rounded up to 4 KiB (29,792 B today → 40,960).
+DEFAULT_MCU_BUDGETS = {"max_flash_bytes": 64 * 1024}
+MCU_FIGURES = (("max_arena_bytes", "arena_bytes", "TFLite Micro arena"), ("max_flash_bytes", "flash_bytes", "flash"))
 REAL_PHOTOS_MIN_TOP1 = 0.5
 
 
@@ -63,6 +69,7 @@ def make(results: dict, pinned: dict, previous: dict | None = None) -> dict:
         if peak > budget:
             over.append(f"edge-classify peak RSS ({backend}) {peak / MiB:.1f} MiB > budget {budget / MiB:.0f} MiB")
         memory[backend] = {"model": m["model"], "max_peak_rss_bytes": budget}
+    mcu = _mcu_budgets(results.get("mcu"), previous.get("mcu") or {}, over)
     if over:
         raise SystemExit("baseline not written: " + "; ".join(over) + f". If the growth is intended, raise the "
                          f"budget by hand in {BASELINE.relative_to(ROOT)} and say why in the commit.")
@@ -82,8 +89,26 @@ def make(results: dict, pinned: dict, previous: dict | None = None) -> dict:
         "tolerances": {**TOLERANCES, **previous.get("tolerances", {})},
         "artifacts": artifacts,
         "memory": {**old_mem, **memory},
+        "mcu": mcu,
         "real_photos_min_top1": previous.get("real_photos_min_top1", REAL_PHOTOS_MIN_TOP1),
     }
+
+
+def _mcu_budgets(measured: dict | None, old: dict, over: list[str]) -> dict:
+    """The arena and flash budgets of the int8 model (kept from `old`, seeded where missing); a figure over its
+    budget, or none measured while the baseline has budgets, goes into `over` (the release is refused)."""
+    if not measured or "error" in measured:
+        if old:
+            why = measured["error"] if measured else "no figures in the results"
+            over.append(f"{old.get('model', 'model_int8.tflite')} TFLite Micro arena and flash not measured ({why})")
+        return old
+    budgets = {"model": measured["model"]}
+    for key, figure, what in MCU_FIGURES:
+        budget = _budget(old.get(key), measured[figure], 4096, DEFAULT_MCU_BUDGETS.get(key))
+        if measured[figure] > budget:
+            over.append(f"{measured['model']} {what} {measured[figure]:,} B > budget {budget:,} B")
+        budgets[key] = budget
+    return budgets
 
 
 def accepted_figures(results: dict) -> dict:
@@ -92,6 +117,9 @@ def accepted_figures(results: dict) -> dict:
     for backend, m in (results.get("device_memory") or {}).items():
         out[f"{backend}_peak_rss_bytes"] = m["installed"]["peak_rss_bytes"]
         out[f"{backend}_model_rss_bytes"] = m["installed"]["model_rss_bytes"]
+    mcu = results.get("mcu") or {}
+    if "arena_bytes" in mcu:
+        out["mcu_arena_bytes"], out["mcu_flash_bytes"] = mcu["arena_bytes"], mcu["flash_bytes"]
     return out
 
 
@@ -135,5 +163,10 @@ def changes(previous: dict | None, results: dict, pinned: dict, runtime_files: l
         was = f"{old / MiB:.1f} → " if old else ""
         lines.append(f"edge-classify peak RSS ({backend}): {was}{new / MiB:.1f} MiB "
                      f"({m['peak_ratio']:.3f}× the previous reference's in this run)")
+    mcu = results.get("mcu") or {}
+    if "arena_bytes" in mcu:
+        was = lambda key: f"{figures[key]:,} → " if key in figures else ""   # noqa: E731
+        lines.append(f"{mcu['model']} in TFLite Micro: arena {was('mcu_arena_bytes')}{mcu['arena_bytes']:,} B, "
+                     f"flash {was('mcu_flash_bytes')}{mcu['flash_bytes']:,} B")
     lines.append("budgets and tolerances: kept (the tool never raises them)")
     return lines

@@ -1,5 +1,5 @@
 """`make bench`: every figure of the release in exported/ (sizes, MACs, latency, throughput, the photo path,
-memory on a device install, cold start) → benchmarks/results.{json,md}; `make bench-baseline` accepts it.
+memory on a device install, cold start, the int8 model's TFLite Micro arena and flash) → benchmarks/results.{json,md}; `make bench-baseline` accepts it.
 
 The gated figures are ratios to pinned references measured in the same run (benchmarks/reference/; see
 reference.py); the others describe this machine. Everything runs on one thread.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline.release import provenance
 
-from . import baseline, child, floor, latency, memory, photo, reference, report, sizes
+from . import baseline, child, floor, latency, mcu, memory, photo, reference, report, sizes
 from .common import (BASELINE, BENCH_DIR, ROOT, BenchError, exported_dir, load_manifest, machine,
                      progress, release_artifacts, write_json)
 
@@ -43,6 +43,18 @@ def _keras(manifest: dict, folder: Path, build_dir: Path | None, cold_repeats: i
             "batch": keras_model.keras_runner(model, mean, std, latency.sample_images(latency.BATCH, seed=1))}
 
 
+def _mcu(folder: Path, names: list[str]) -> dict | None:
+    """The int8 model's TFLite Micro arena and flash (gated), or {"error": why} when they cannot be measured."""
+    if mcu.MODEL not in names:
+        return None
+    progress(f"{mcu.MODEL} in TensorFlow Lite Micro: smallest arena, flash of its C array (this process)")
+    try:
+        return mcu.measure(folder / mcu.MODEL)
+    except BenchError as e:
+        progress(f"not measured: {e}")
+        return {"model": mcu.MODEL, "error": str(e)}
+
+
 def measure(folder: Path, *, build_dir: Path | None = None, calls: int = 2000, keras_calls: int = 1000,
             batch_calls: int = 200, keras_batch_calls: int = 60, rounds: int = 20, cold_repeats: int = 3,
             photo_rounds: int = 5, gate_rounds: int = 3, pinned: Path = reference.REFERENCE_DIR) -> dict:
@@ -60,6 +72,7 @@ def measure(folder: Path, *, build_dir: Path | None = None, calls: int = 2000, k
 
     rows = {n: {"format": entries[n]["format"], "precision": entries[n]["precision"], **sizes.sizes(folder / n),
                 "graph_macs": sizes.graph_macs(folder / n)} for n in names}
+    mcu_figures = _mcu(folder, names)
     progress(f"batch-1 latency and batch-{latency.BATCH} throughput: {len(names)} artifacts and Keras, "
              f"{rounds} interleaved rounds")
     info = latency.informational(folder, names, keras["b1"], keras["batch"], calls, keras_calls, batch_calls,
@@ -117,6 +130,7 @@ def measure(folder: Path, *, build_dir: Path | None = None, calls: int = 2000, k
         "photo_path": stages,
         "camera": camera,
         "device_memory": device,
+        "mcu": mcu_figures,
         "wall_s": time.perf_counter() - t_start,
     }
 

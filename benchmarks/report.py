@@ -45,9 +45,30 @@ def gated_markdown(results: dict, baseline: dict | None) -> list[str]:
             t = tol(tkey)
             lines.append(f"| {what}, {m['model']} ({backend} venv) | {_mib(m['today'][key])} | {_mib(m['pinned'][key])} "
                          f"| {ratio:.3f} | {t} | {_ok(ratio, t)} |")
-    lines += ["", "MACs per image are counted from each file's graph (the same on every machine) and gated at 1.05× the pinned file's; sizes and the installed "
-                  "edge-classify's peak RSS have byte budgets in benchmarks/baseline.json.", ""]
+    lines += ["", "MACs per image are counted from each file's graph (the same on every machine) and gated at 1.05× the pinned file's; sizes, the installed "
+                  "edge-classify's peak RSS and the int8 model's TFLite Micro arena and flash have byte budgets in "
+                  "benchmarks/baseline.json.", ""]
     return lines
+
+
+def mcu_markdown(results: dict, baseline: dict | None) -> list[str]:
+    """model_int8.tflite in TensorFlow Lite Micro: the arena and flash tests/test_regression.py gates (bytes)."""
+    m = results.get("mcu")
+    if not m:
+        return []
+    lines = ["## On a microcontroller (byte budgets, gated)", ""]
+    if "error" in m:
+        return lines + [f"Not measured: {m['error']}", ""]
+    budgets = (baseline or {}).get("mcu", {})
+    lines += [f"`{m['model']}` ({m['model_bytes']:,} bytes) measured from the file with tflite-micro "
+              f"{m['tflite_micro']} ({m['seconds']:.1f} s): the smallest arena that allocates and runs it once, and "
+              f"the flash of its C array ({m['flash_what']}).", "",
+              "| figure | today | budget | |", "|---|--:|--:|---|"]
+    for key, figure, what in baseline_mod.MCU_FIGURES:
+        budget = budgets.get(key)
+        lines.append(f"| {what} | {m[figure]:,} B | {'–' if budget is None else f'{budget:,} B'} "
+                     f"| {'' if budget is None else _ok(m[figure], budget)} |")
+    return lines + [""]
 
 
 def machine_markdown(results: dict) -> list[str]:
@@ -145,5 +166,6 @@ def markdown(results: dict) -> str:
             f"{results['created']}, commit {results['git_commit']}, release `{results['exported']}` "
             f"(manifest {results['manifest']['created']}), {m['cpu']} ({m['cpu_kind']}, {m['cores']} cores, shared: "
             "read the ratios, not the absolute times). One thread.", ""]
-    body = gated_markdown(results, baseline) + device_markdown(results, baseline) + machine_markdown(results)
+    body = (gated_markdown(results, baseline) + device_markdown(results, baseline) + mcu_markdown(results, baseline)
+            + machine_markdown(results))
     return "\n".join(head + body + photo_markdown(results))

@@ -215,9 +215,14 @@ def cmd_tune(args) -> int:
     release = Path(args.export_dir) / "model_int8.tflite"
     if args.max_latency_ratio is not None and not release.is_file():
         raise ConfigError(f"--max-latency-ratio needs the release's {release} to measure against")
+    if args.max_arena_kb is not None:
+        from pipeline.mcu import micro
+        micro.version()                               # a missing mcu extra: one line now, not in every trial
     opts = search.TuneOptions(out=args.out, trials=args.trials, epochs=args.epochs_proxy,
-                            limits=Limits(args.max_int8_kb, args.max_macs, args.max_latency_ratio,
-                                          str(release) if release.is_file() else None),
+                            limits=Limits(max_int8_kb=args.max_int8_kb, max_macs=args.max_macs,
+                                          max_latency_ratio=args.max_latency_ratio,
+                                          release_tflite=str(release) if release.is_file() else None,
+                                          max_arena_kb=args.max_arena_kb),
                             address=args.address, max_concurrent=args.max_concurrent,
                             cpus_per_trial=args.cpus_per_trial, seed=args.seed or 0,
                             grace_epochs=args.grace_epochs or max(1, round(0.75 * args.epochs_proxy)))
@@ -346,6 +351,9 @@ def main(argv=None) -> int:
                         "pruning epochs (default 3)")
     p.add_argument("--max-int8-kb", type=float, metavar="KB", help="reject configurations whose int8 .tflite is larger")
     p.add_argument("--max-macs", type=float, metavar="N", help="reject configurations with more multiply-accumulates per image")
+    p.add_argument("--max-arena-kb", type=float, metavar="KB",
+                   help="reject configurations whose smallest TensorFlow Lite Micro arena (the untrained int8 model, "
+                        "measured up front) is larger; needs the mcu extra")
     p.add_argument("--max-latency-ratio", type=float, metavar="R",
                    help="reject configurations whose LiteRT batch-1 latency (untrained, measured up front on this "
                         "machine) is over R × the release's model_int8.tflite")

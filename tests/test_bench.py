@@ -3,6 +3,8 @@ pinned runtime beside today's, MACs counted from the graphs, the ratios the gate
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -129,3 +131,49 @@ def test_interleaved_runs_every_runner_in_every_round():
     t = timing.interleaved(runners, {"a": 6, "b": 3, "c": 3}, rounds=3, warmup=0)
     assert {n: v.shape for n, v in t.items()} == {"a": (3, 2), "b": (3, 1), "c": (3, 1)}
     assert calls[:4] == ["a", "a", "b", "c"] and calls[4:8] == ["b", "c", "a", "a"]
+
+
+def test_baseline_keeps_the_mcu_budgets_seeds_them_and_refuses_a_release_over_one():
+    mcu_figures = {"model": "model_int8.tflite", "arena_bytes": 29_792, "flash_bytes": 58_962}
+    previous = {"mcu": {"model": "model_int8.tflite", "max_arena_bytes": 32_768, "max_flash_bytes": 60_000}}
+    kept = baseline.make({**_results(), "mcu": mcu_figures}, {}, previous)
+    assert kept["mcu"] == previous["mcu"]
+    assert kept["accepted"]["figures"]["mcu_arena_bytes"] == 29_792
+    with pytest.raises(SystemExit, match="model_int8.tflite TFLite Micro arena 40,000 B > budget 32,768 B"):
+        baseline.make({**_results(), "mcu": {**mcu_figures, "arena_bytes": 40_000}}, {}, previous)
+    with pytest.raises(SystemExit, match="model_int8.tflite flash 61,000 B > budget 60,000 B"):
+        baseline.make({**_results(), "mcu": {**mcu_figures, "flash_bytes": 61_000}}, {}, previous)
+    with pytest.raises(SystemExit, match="arena and flash not measured .no kernel for op ATAN2."):
+        baseline.make({**_results(), "mcu": {"model": "model_int8.tflite", "error": "no kernel for op ATAN2"}}, {}, previous)
+    seeded = baseline.make({**_results(), "mcu": mcu_figures}, {}, None)   # 29,792 × 1.25 up to 4 KiB; the 64 KiB target
+    assert seeded["mcu"] == {"model": "model_int8.tflite", "max_arena_bytes": 40_960, "max_flash_bytes": 65_536}
+    assert baseline.make(_results(), {}, None)["mcu"] == {}              # no figures, no budgets yet: none made up
+
+
+@pytest.mark.slow   # TensorFlow imported and a model converted: ~20 s
+def test_a_wider_model_in_a_copy_of_the_release_fails_the_arena_and_flash_gates(tmp_path):
+    """A deliberate regression: the compact family at widths 32-64-88 (2× the release's), int8 as the export makes
+    it, in a copy of exported/; tests/test_regression.py's arena and flash gates fail on it, each with its line."""
+    pytest.importorskip("tflite_micro", reason="the mcu extra: pip install 'fashion-edge[mcu]'")
+    code = f"""
+import numpy as np
+import pipeline
+from pipeline.config import ArchConfig
+from pipeline.quantize import tflite
+from pipeline.train import models
+model = models.build("custom", 0.0, ArchConfig(widths=[32, 64, 88]))
+images = np.random.default_rng(0).standard_normal((8, 28, 28, 1)).astype(np.float32)
+open({str(tmp_path / 'wide.tflite')!r}, "wb").write(tflite.to_tflite_int8(model, images))
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=common.ROOT, capture_output=True)
+    release = tmp_path / "exported"
+    shutil.copytree(RELEASE, release)
+    shutil.copy(tmp_path / "wide.tflite", release / "model_int8.tflite")
+    gates = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_regression.py",
+                            "-k", "mcu_bytes"], capture_output=True, text=True, cwd=common.ROOT,
+                           env={**os.environ, "FASHION_EDGE_EXPORTED": str(release)})
+    print(gates.stdout[-3000:])
+    assert gates.returncode == 1 and "2 failed" in gates.stdout, gates.stdout[-3000:]
+    for what, key in (("TFLite Micro arena", "max_arena_bytes"), ("flash", "max_flash_bytes")):
+        assert re.search(rf"model_int8.tflite {what} [\d,]+ B > budget [\d,]+ B \(benchmarks/baseline.json mcu.{key}",
+                         gates.stdout), what

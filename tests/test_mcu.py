@@ -207,6 +207,9 @@ def test_check_release_writes_the_source_and_the_manifest_block(release, test_im
     assert block["for_microcontrollers"] and block["why_not"] is None
     assert block["agreement"]["images"] == 300 and block["source"] == "mcu/"
     assert block["model_bytes"] <= block["flash_bytes"] < block["model_bytes"] + 64
+    # the written model_data.cc compiles to the figure the benchmark's flash gate measures from the model alone
+    assert csource.object_bytes(tmp_path / "mcu") == block["flash_bytes"]
+    assert csource.flash_bytes(model) == (block["flash_bytes"], block["flash_what"])
     assert sorted(p.name for p in (tmp_path / "mcu").iterdir()) == sorted(csource.FILES)
     assert any(row["board"].startswith("Arduino Nano 33") and row["fits"] for row in block["fits"])
     json.dumps(block)   # goes into the manifest as it is

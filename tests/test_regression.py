@@ -1,7 +1,8 @@
 """Regression gates on the release in exported/ and on the edge runtime, against benchmarks/baseline.json and the
 pinned references in benchmarks/reference/.
 
-Real files, real interpreters, real device venvs. Sizes and memory are judged against byte budgets; every time
+Real files, real interpreters, real device venvs. Sizes, memory and the int8 model's TensorFlow Lite Micro arena
+and flash are judged against byte budgets; every time
 only as a ratio to its pinned reference, measured in the same fresh process in interleaved rounds, so a gate
 reads ~1.00 on any CPU until the release or the runtime changes; MACs and accuracy exactly. Set
 FASHION_EDGE_EXPORTED to gate another release folder (a candidate, or a deliberately broken copy).
@@ -11,7 +12,8 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import baseline as baseline_mod
-from benchmarks import child, common, memory, reference, sizes
+from benchmarks import child, common, mcu, memory, reference, sizes
+from benchmarks.common import BenchError
 from benchmarks.common import MiB
 
 RELEASE = common.exported_dir()
@@ -83,6 +85,28 @@ def test_macs_within_pinned_reference(name, baseline):
     tolerance = baseline_mod.tolerance(baseline, "artifact_macs")
     _gate(today <= pinned * tolerance, f"{name} MACs per image {today:,} > {tolerance} × the pinned reference's "
                                        f"{pinned:,} (benchmarks/reference/{name})")
+
+
+# --- on a microcontroller: TensorFlow Lite Micro arena and flash of the int8 model (bytes, any machine) -------------
+
+@pytest.fixture(scope="module")
+def mcu_figures() -> dict:
+    """Measured from the file itself, not its manifest: the smallest arena that allocates, the compiled C array."""
+    try:
+        return mcu.measure(_path(mcu.MODEL))
+    except BenchError as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+@pytest.mark.parametrize("key, figure, what", baseline_mod.MCU_FIGURES, ids=["arena", "flash"])
+def test_mcu_bytes_within_baseline_budget(key, figure, what, mcu_figures, baseline, capsys):
+    budget = baseline.get("mcu", {}).get(key)
+    _gate(budget is not None, f"{BASELINE_NAME} has no mcu.{key}: set the budget by hand (see benchmarks/baseline.py)")
+    measured = mcu_figures[figure]
+    message = (f"{mcu_figures['model']} {what} {measured:,} B > budget {budget:,} B ({BASELINE_NAME} mcu.{key}; "
+               f"tflite-micro {mcu_figures['tflite_micro']})")
+    _report(capsys, f"{mcu_figures['model']} {what} {measured:,} B (budget {budget:,} B)")
+    _gate(measured <= budget, message)
 
 
 # --- time: ratios to the pinned references, measured together ---------------------------------------

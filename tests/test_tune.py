@@ -35,22 +35,30 @@ def test_pareto_flags_need_a_completed_trial_that_beats_on_every_axis():
     assert space.pareto_flags(t) == [True, False, True, False, False]
 
 
-def test_up_front_size_is_the_trained_files_size_and_a_limit_rejects_it():
-    """The size is known before training (to within 0.2 %: the converter's tables), so a limit rejects early."""
+def test_up_front_size_and_arena_are_the_trained_files_and_limits_reject_them():
+    """The size and the TFLite Micro arena are known before training (the size to within 0.2 %: the converter's
+    tables; the arena exactly: shapes decide it), so a limit rejects early, with the reason."""
+    pytest.importorskip("tflite_micro", reason="the mcu extra: pip install 'fashion-edge[mcu]'")
     from pipeline.data import fashion_mnist
     from pipeline.quantize import representative, tflite
     from pipeline.train import fit
     params = dict(space.RELEASE_PARAMS)
-    up = space.measure_up_front(params, space.Limits(max_int8_kb=40, max_macs=5e6))
-    assert up["rejected"] == f"int8 {up['int8_bytes'] / 1024:.1f} KB > 40 KB; 6.10 M MACs > 5 M"
+    up = space.measure_up_front(params, space.Limits(max_int8_kb=40, max_macs=5e6, max_arena_kb=20))
+    assert up["rejected"] == (f"int8 {up['int8_bytes'] / 1024:.1f} KB > 40 KB; 6.10 M MACs > 5 M; "
+                              f"arena {up['arena_bytes'] / 1024:.1f} KB > 20 KB")
     assert up["macs"] == 6_103_880 and up["params"] == 47_554
-    # a trained model of that architecture (1 epoch on 1,000 images) converts to the same size
+    assert 20 * 1024 < up["arena_bytes"] < 40 * 1024          # the release's: 29,792 B with tflite-micro 0.dev20261023
+    arena_only = space.measure_up_front(params, space.Limits(max_arena_kb=up["arena_bytes"] / 1024 - 0.1))
+    assert arena_only["rejected"] == f"arena {up['arena_bytes'] / 1024:.1f} KB > {up['arena_bytes'] / 1024 - 0.1:g} KB"
+    # a trained model of that architecture (1 epoch on 1,000 images) converts to the same size and arena
     cfg = space.trial_config(make_config("quick", **{"data.train_limit": 1000}), params, epochs=1)
     splits = fashion_mnist.load(cfg)
     model, _ = fit.train(cfg, splits)
     trained = tflite.to_tflite_int8(model, representative.calibration_images(cfg, splits))
     assert abs(len(trained) - up["int8_bytes"]) <= 0.002 * up["int8_bytes"], (len(trained), up["int8_bytes"])
-    assert space.measure_up_front(params, space.Limits(max_int8_kb=64))["rejected"] is None
+    assert space.micro_arena(trained) == (up["arena_bytes"], None)
+    fits = space.measure_up_front(params, space.Limits(max_int8_kb=64, max_arena_kb=up["arena_bytes"] / 1024))
+    assert fits["rejected"] is None
 
 
 def test_trial_config_proxy_schedule_and_pick():

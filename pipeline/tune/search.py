@@ -3,8 +3,8 @@
 Every trial is one short training (the proxy schedule: `--epochs` on `--train-limit` images, then pruning
 to the trial's sparsity) run by Ray, locally with this machine's cores or on a cluster (`--address`).
 Optuna's TPE proposes configurations (the release's architecture first, none twice), ASHA stops trials that trail at
-an epoch, and configurations that break a limit (int8 size, MACs, latency ratio) are rejected before any
-training. The objective is accuracy on the validation split, never the test set.
+an epoch, and configurations that break a limit (int8 size, MACs, TFLite Micro arena, latency ratio) are rejected
+before any training. The objective is accuracy on the validation split, never the test set.
 
 The search lives in OUT/ray (Ray's experiment folder): a killed search, rerun with the same command,
 resumes there; OUT/tune.json and OUT/pareto.png are rewritten at the end of every run.
@@ -116,6 +116,7 @@ def _progress(log, out: Path):
             elif r.get("status") == "completed":
                 log(f"trial {trial.trial_id} done: val {r[METRIC]:.2%}, int8 val {r.get('int8_val_accuracy', 0):.2%}, "
                     f"{r.get('int8_bytes', 0) / 1024:.1f} KB, {r.get('macs', 0) / 1e6:.2f} M MACs, "
+                    + (f"arena {r['arena_bytes'] / 1024:.1f} KB, " if r.get("arena_bytes") else "")
                     + (f"latency {r['latency_ratio']:.2f}× the release, " if r.get("latency_ratio") else "")
                     + f"{r.get('train_seconds')} s  ({space.describe(trial.config)})")
             else:
@@ -285,7 +286,7 @@ def _write(out: Path, results, settings: dict, base_cfg: Config, seconds: float,
             "val_accuracy": None if status in ("rejected", "failed", "not started") else m.get(METRIC),
             "int8_val_accuracy": m.get("int8_val_accuracy"),
             "int8_bytes": m.get("int8_bytes"), "int8_bytes_up_front": m.get("int8_bytes_up_front"),
-            "macs": m.get("macs"), "params": m.get("params"),
+            "macs": m.get("macs"), "params": m.get("params"), "arena_bytes": m.get("arena_bytes"),
             "latency_ratio": m.get("latency_ratio"), "sparsity": m.get("sparsity"),
             "is_release_arch": bool(m.get("is_release_arch")),
             "train_seconds": m.get("train_seconds"),
@@ -328,13 +329,16 @@ def _release_manifest(cfg: Config) -> dict | None:
 
 
 def _release_figures(cfg: Config) -> dict | None:
-    """The shipped release's int8 file size and MACs, for the plot (None without a manifest)."""
+    """The shipped release's int8 file size, MACs and TFLite Micro arena (measured from the file when the mcu extra
+    is here), for the plot (None without a manifest)."""
     manifest = Path(cfg.export_dir) / "manifest.json"
     m = _release_manifest(cfg)
     if m is None:
         return None
     entry = next((a for a in m.get("artifacts", []) if a.get("file") == "model_int8.tflite"), {})
-    return {"file": str(manifest.parent / "model_int8.tflite"), "int8_bytes": entry.get("bytes"),
+    model = manifest.parent / "model_int8.tflite"
+    arena = space.micro_arena(model.read_bytes())[0] if model.is_file() else None
+    return {"file": str(model), "int8_bytes": entry.get("bytes"), "arena_bytes": arena,
             "macs": (m.get("float_reference") or {}).get("macs"), "test_accuracy": entry.get("accuracy")}
 
 
@@ -355,28 +359,32 @@ def markdown(result: dict) -> str:
              f"Proxy schedule: {epochs} (+ pruning) on {st['base']['overrides'].get('data.train_limit') or 'all'} "
              f"training images; objective: {result['objective']}; limits: {lim}; "
              f"{', '.join(f'{n} {s}' for s, n in result['counts'].items())}.", "",
-             "| trial | Pareto | architecture | status | val acc | int8 val acc | int8 bytes | MACs | params | latency ÷ release |",
-             "|---|:-:|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| trial | Pareto | architecture | status | val acc | int8 val acc | int8 bytes | TFLM arena bytes | MACs "
+             "| params | latency ÷ release |",
+             "|---|:-:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     order = sorted(result["trials"], key=lambda t: (not t["pareto"], -(t["val_accuracy"] or 0)))
     for t in order:
         pct = lambda v: f"{v:.2%}" if v is not None else "–"
         lines.append(f"| {t['trial_id']} | {'★' if t['pareto'] else ''} | {t['architecture']}"
                      f"{' (release architecture)' if t.get('is_release_arch') else ''} | {t['status']}"
                      f"{': ' + t['rejected'] if t.get('rejected') else ''} | {pct(t['val_accuracy'])} | "
-                     f"{pct(t.get('int8_val_accuracy'))} | {t['int8_bytes'] or 0:,} | {(t['macs'] or 0) / 1e6:.2f} M | "
+                     f"{pct(t.get('int8_val_accuracy'))} | {t['int8_bytes'] or 0:,} | "
+                     f"{'–' if t.get('arena_bytes') is None else format(t['arena_bytes'], ',')} | {(t['macs'] or 0) / 1e6:.2f} M | "
                      f"{t.get('params') or 0:,} | {t['latency_ratio'] if t.get('latency_ratio') is not None else '–'} |")
     return "\n".join(lines) + "\n"
 
 
 def main_summary(result: dict) -> str:
-    lines = [f"{'trial':>10}  {'status':<14} {'val acc':>8} {'int8 acc':>8} {'KB':>6} {'MMACs':>6} {'lat×':>5}  pareto  architecture"]
+    lines = [f"{'trial':>10}  {'status':<14} {'val acc':>8} {'int8 acc':>8} {'KB':>6} {'arenaKB':>7} {'MMACs':>6} "
+             f"{'lat×':>5}  pareto  architecture"]
     for t in result["trials"]:
         acc = f"{t['val_accuracy']:.2%}" if t["val_accuracy"] is not None else "-"
         acc8 = f"{t['int8_val_accuracy']:.2%}" if t.get("int8_val_accuracy") is not None else "-"
         kb = f"{t['int8_bytes'] / 1024:.1f}" if t.get("int8_bytes") else "-"
+        arena = f"{t['arena_bytes'] / 1024:.1f}" if t.get("arena_bytes") else "-"
         mm = f"{t['macs'] / 1e6:.2f}" if t.get("macs") else "-"
         lat = f"{t['latency_ratio']:.2f}" if t.get("latency_ratio") is not None else "-"
-        lines.append(f"{t['trial_id']:>10}  {t['status']:<14} {acc:>8} {acc8:>8} {kb:>6} {mm:>6} {lat:>5}  "
+        lines.append(f"{t['trial_id']:>10}  {t['status']:<14} {acc:>8} {acc8:>8} {kb:>6} {arena:>7} {mm:>6} {lat:>5}  "
                      f"{'  *   ' if t['pareto'] else '      '}  {t['architecture']}"
                      + (f"  ({t['rejected']})" if t.get("rejected") else ""))
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 """What `python -m pipeline tune` searches and how a trial is judged, without Ray: the compact family's
-search space, a trial's configuration, the up-front feasibility check (MACs, int8 size, latency ratio),
+search space, a trial's configuration, the up-front feasibility check (MACs, int8 size, TFLite Micro arena,
+latency ratio),
 the Pareto front, the plot, and picking a trial for `export --from-tune`.
 
 A trial's parameters are plain values (ints, strings, floats) so that Ray, Optuna and tune.json all hold
@@ -70,6 +71,7 @@ class Limits:
     max_macs: float | None = None
     max_latency_ratio: float | None = None     # LiteRT batch-1 median, relative to the release's int8 model
     release_tflite: str | None = None           # the model that ratio is measured against (measured when given)
+    max_arena_kb: float | None = None           # TFLite Micro's smallest arena for the int8 model (the mcu extra)
 
 
 def arch_of(params: dict) -> ArchConfig:
@@ -118,10 +120,27 @@ def _litert_latency_ratio(candidate: bytes, release: Path, rounds: int = 7, call
     return float(np.median(s["candidate"]) / np.median(s["release"]))
 
 
+def micro_arena(int8: bytes, required: bool = False) -> tuple[int | None, str | None]:
+    """(TFLite Micro's smallest arena for an int8 model, None) or (None, why TFLM cannot run it); (None, None)
+    without the mcu extra unless `required` (then PipelineError naming the extra)."""
+    from pipeline.errors import PipelineError
+    from pipeline.mcu import micro
+    try:
+        micro.version()
+    except PipelineError:
+        if required:
+            raise
+        return None, None
+    bad = micro.unsupported(int8)
+    if bad is not None:
+        return None, bad.sentence()
+    return micro.smallest_arena(int8), None
+
+
 def measure_up_front(params: dict, limits: Limits) -> dict:
-    """What can be known before training: MACs, params, the int8 .tflite's size (converted from the untrained
-    model: the size depends on shapes only) and, given the release's model, the latency ratio; plus `rejected`,
-    the first limit broken (None when the configuration may be trained)."""
+    """What can be known before training: MACs, params, the int8 .tflite's size and TFLite Micro arena (both from
+    the untrained model: they depend on shapes only) and, given the release's model, the latency ratio; plus
+    `rejected`, the limits broken (None when the configuration may be trained)."""
     from pipeline.train import models
     from pipeline.quantize import tflite
     a = arch_of(params)
@@ -133,12 +152,19 @@ def measure_up_front(params: dict, limits: Limits) -> dict:
                        else (0.1 * rng.standard_normal(w.shape)).astype(np.float32)
                        for v, w in zip(model.weights, model.get_weights())])
     int8 = tflite.to_tflite_int8(model, rng.standard_normal((8, 28, 28, 1)).astype(np.float32))
-    out = {"macs": int(models.macs(model)), "params": int(model.count_params()), "int8_bytes": len(int8)}
+    arena, no_micro = micro_arena(int8, required=limits.max_arena_kb is not None)
+    out = {"macs": int(models.macs(model)), "params": int(model.count_params()), "int8_bytes": len(int8),
+           "arena_bytes": arena}
     reasons = []
     if limits.max_int8_kb is not None and out["int8_bytes"] > limits.max_int8_kb * 1024:
         reasons.append(f"int8 {out['int8_bytes'] / 1024:.1f} KB > {limits.max_int8_kb:g} KB")
     if limits.max_macs is not None and out["macs"] > limits.max_macs:
         reasons.append(f"{out['macs'] / 1e6:.2f} M MACs > {limits.max_macs / 1e6:g} M")
+    if limits.max_arena_kb is not None:
+        if arena is None:
+            reasons.append(f"not for microcontrollers: {no_micro}")
+        elif arena > limits.max_arena_kb * 1024:
+            reasons.append(f"arena {arena / 1024:.1f} KB > {limits.max_arena_kb:g} KB")
     if limits.release_tflite and not reasons:
         out["latency_ratio"] = round(_litert_latency_ratio(int8, Path(limits.release_tflite)), 3)
         if limits.max_latency_ratio is not None and out["latency_ratio"] > limits.max_latency_ratio:
@@ -170,6 +196,8 @@ def plot(trials: list[dict], path: Path, release: dict | None = None, title: str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     panels = [("int8_bytes", 1024, "int8 .tflite size (KB)"), ("macs", 1e6, "MACs per image (M)")]
+    if any(t.get("arena_bytes") for t in trials if t.get("status") == "completed"):
+        panels.append(("arena_bytes", 1024, "TFLite Micro arena (KB, smallest that allocates)"))
     if any(t.get("latency_ratio") for t in trials if t.get("status") == "completed"):
         panels.append(("latency_ratio", 1, "LiteRT batch-1 latency ÷ the release's (this machine)"))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.4), sharey=True)
@@ -184,9 +212,9 @@ def plot(trials: list[dict], path: Path, release: dict | None = None, title: str
             ax.scatter([t[key] / scale for t in early], [t["val_accuracy"] for t in early], s=22,
                        facecolors="none", edgecolors="tab:gray", label="stopped early (ASHA)")
         if front:
-            # the front is on accuracy vs size and MACs; on the latency panel its trials are only marked
+            # the front is on accuracy vs size and MACs; on the latency and arena panels its trials are only marked
             ax.plot([t[key] / scale for t in front], [t["val_accuracy"] for t in front],
-                    "o" if key == "latency_ratio" else "-o", color="tab:red",
+                    "o" if key in ("latency_ratio", "arena_bytes") else "-o", color="tab:red",
                     ms=6, lw=1.2, label="Pareto front (accuracy vs size and MACs)")
         ref = [t for t in done if t.get("is_release_arch")]
         if ref:
@@ -195,8 +223,9 @@ def plot(trials: list[dict], path: Path, release: dict | None = None, title: str
         if key == "latency_ratio":
             ax.axvline(1.0, color="goldenrod", ls="--", lw=1, label="the shipped release (1.0)")
         elif release and release.get(key):
-            what = (f"shipped model_int8.tflite ({release[key] / scale:.1f} KB, with metadata)" if key == "int8_bytes"
-                    else f"shipped release ({release[key] / scale:.2f} M MACs)")
+            what = {"int8_bytes": f"shipped model_int8.tflite ({release[key] / scale:.1f} KB, with metadata)",
+                    "arena_bytes": f"shipped model_int8.tflite ({release[key] / scale:.1f} KB arena)"}.get(
+                        key, f"shipped release ({release[key] / scale:.2f} M MACs)")
             ax.axvline(release[key] / scale, color="goldenrod", ls="--", lw=1, label=what)
             ax.legend(fontsize=7.5, loc="best")
         ax.set_xlabel(unit)
