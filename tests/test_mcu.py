@@ -257,3 +257,19 @@ def test_report_section_names_the_figures_and_the_boards(release, tmp_path):
     assert "| Arduino Nano 33 BLE Sense |" in text and "not built for or run on a board" in text
     bad = {"tflite_micro": block["tflite_micro"], "ops": {"ATAN2": 1}, "why_not": "TFLite Micro has no kernel for op ATAN2"}
     assert "**Not for microcontrollers:** TFLite Micro has no kernel for op ATAN2" in "\n".join(mcu_section(bad))
+
+
+def _crash():
+    import os
+    import signal
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def test_a_crash_of_the_tflm_wrapper_is_an_error_of_the_stage_not_the_end_of_the_export():
+    """TFLM's wrapper segfaulted on a tutorial model's allocation: everything TFLM runs goes through a forked
+    child, whose crash (here a real SIGSEGV) is a MicroCrashError in the caller, which lives on."""
+    with pytest.raises(micro.MicroCrashError, match="crashed \\(SIGSEGV\\)"):
+        micro.isolated(_crash)
+    assert micro.isolated(sum, [1, 2, 3]) == 6
+    with pytest.raises(ZeroDivisionError):
+        micro.isolated(divmod, 1, 0)

@@ -3,7 +3,10 @@ build starts from): its outputs, its agreement with LiteRT's built-in kernels, t
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import os
+import pickle
+import signal
 import re
 import sys
 import tempfile
@@ -34,6 +37,46 @@ class Unsupported:
         if self.op:
             return f"TFLite Micro has no kernel for op {self.op}"
         return f"TFLite Micro could not prepare the model: {self.log.strip().splitlines()[-1] if self.log.strip() else 'no log'}"
+
+
+class MicroCrashError(MicroUnsupportedError):
+    """TFLite Micro's Python wrapper crashed the (forked) process that ran it."""
+
+
+def isolated(fn, *args):
+    """fn(*args) in a forked child, its value (or its exception) sent back through a pipe. TFLite Micro's Python
+    wrapper can crash its process (SIGSEGV seen on arenas a little too small, and on a tutorial model's
+    allocation); in a child, a crash is a MicroCrashError here instead of the end of the export."""
+    read, write = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:                                   # the child: never returns into the caller's code
+        os.close(read)
+        faulthandler.disable()                     # a crash here is reported once, by the parent
+        try:
+            try:
+                data = pickle.dumps((True, fn(*args)))
+            except Exception as e:  # noqa: BLE001 - sent to the parent, which raises it
+                try:
+                    data = pickle.dumps((False, e))
+                except Exception:  # noqa: BLE001 - an exception that cannot be pickled is sent as text
+                    data = pickle.dumps((False, PipelineError(f"{type(e).__name__}: {e}")))
+            with os.fdopen(write, "wb") as f:
+                f.write(data)
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status) or not data:
+        how = signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else f"exit {os.WEXITSTATUS(status)}"
+        raise MicroCrashError(f"TensorFlow Lite Micro's interpreter crashed ({how})")
+    ok, value = pickle.loads(data)
+    if not ok:
+        raise value
+    return value
 
 
 def version() -> str:
@@ -114,11 +157,30 @@ def _interpreter(model: bytes, arena_size: int):
 
 def unsupported(model: bytes) -> Unsupported | None:
     """Why TFLM cannot run the model in any arena (an op it lacks, named), or None if it runs."""
-    it, log = _interpreter(model, max(GENEROUS_ARENA, 10 * len(model)))
-    if it is not None:
+    try:
+        ran, log = isolated(_runs, model, max(GENEROUS_ARENA, 10 * len(model)))
+    except MicroCrashError as e:
+        return Unsupported(None, str(e))
+    if ran:
         return None
     m = _MISSING.search(log) or _NODE.search(log)
     return Unsupported(next(g for g in m.groups() if g) if m else None, log)
+
+
+def _runs(model: bytes, arena_size: int) -> tuple[bool, str]:
+    it, log = _interpreter(model, arena_size)
+    return it is not None, log
+
+
+def allocates(model: bytes, arena_size: int) -> bool:
+    """Whether the model allocates and runs once in `arena_size` bytes; in a child process, so that a size
+    the wrapper crashes on counts as too small."""
+    if arena_size < MIN_ARENA:
+        return False
+    try:
+        return isolated(_runs, model, arena_size)[0]
+    except MicroCrashError:
+        return False
 
 
 def load(model: bytes, arena_size: int):
@@ -133,7 +195,7 @@ def smallest_arena(model: bytes, granularity: int = 16) -> int:
     """The smallest arena (a multiple of `granularity` bytes, at least MIN_ARENA) with which a model TFLM supports
     allocates and runs once. Check `unsupported(model)` first."""
     hi = max(4096, len(model) // 2) // granularity * granularity
-    while load(model, hi) is None:
+    while not allocates(model, hi):
         if hi > GENEROUS_ARENA:
             raise MicroUnsupportedError(f"the model does not allocate even in a {hi}-byte arena")
         hi *= 2
@@ -142,7 +204,7 @@ def smallest_arena(model: bytes, granularity: int = 16) -> int:
         mid = (lo + hi) // 2 // granularity * granularity
         if mid <= lo:
             break
-        if load(model, mid) is None:
+        if not allocates(model, mid):
             lo = mid
         else:
             hi = mid
@@ -154,6 +216,11 @@ _RECORD = re.compile(r"'([^']+)' used (\d+) bytes with alignment overhead \(requ
 
 
 def arena_breakdown(model: bytes, arena_size: int) -> dict:
+    """`_arena_breakdown` in a child process (see `isolated`)."""
+    return isolated(_arena_breakdown, model, arena_size)
+
+
+def _arena_breakdown(model: bytes, arena_size: int) -> dict:
     """The recording allocator's account of one allocated interpreter (TFLM prints it; parsed here):
     total = head (the planned, non-persistent tensor memory) + tail (persistent: structs, quantization, kernel data)."""
     it = load(model, arena_size)
@@ -195,6 +262,22 @@ def int8_inputs(images_uint8: np.ndarray, mean: float, std: float, scale: float,
 
 
 def run(model: bytes, inputs: np.ndarray, arena_size: int) -> np.ndarray:
+    """`run_timed` without the time."""
+    return run_timed(model, inputs, arena_size)[0]
+
+
+def run_timed(model: bytes, inputs: np.ndarray, arena_size: int) -> tuple[np.ndarray, float]:
+    """`_run` in a child process (see `isolated`), and the CPU seconds it took there."""
+    return isolated(_run_timed, model, inputs, arena_size)
+
+
+def _run_timed(model: bytes, inputs: np.ndarray, arena_size: int) -> tuple[np.ndarray, float]:
+    c0 = time.process_time()
+    out = _run(model, inputs, arena_size)
+    return out, time.process_time() - c0
+
+
+def _run(model: bytes, inputs: np.ndarray, arena_size: int) -> np.ndarray:
     """The model's int8 outputs in TFLM, one image at a time (batch 1, as on a board): (N, classes)."""
     it = load(model, arena_size)
     if it is None:
@@ -241,9 +324,9 @@ def agreement(micro: np.ndarray, reference: np.ndarray, y: np.ndarray) -> dict:
 def compare(model: bytes, inputs: np.ndarray, y: np.ndarray, arena_size: int) -> dict:
     """`agreement` plus the time TFLM took: wall seconds, and CPU milliseconds per image (the CPU figure holds on
     a loaded machine; the wall figure does not)."""
-    t0, c0 = time.perf_counter(), time.process_time()
-    micro = run(model, inputs, arena_size)
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    t0 = time.perf_counter()
+    micro, cpu = run_timed(model, inputs, arena_size)
+    seconds = time.perf_counter() - t0
     result = agreement(micro, reference_outputs(model, inputs), y)
     result["tflm_seconds"] = round(seconds, 1)
     result["tflm_ms_per_image"] = round(1000 * cpu / max(1, len(inputs)), 2)

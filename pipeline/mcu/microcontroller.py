@@ -46,12 +46,19 @@ def check_release(folder: Path, manifest: dict, x_test: np.ndarray, y_test: np.n
         log("mcu", f"not for microcontrollers: {bad.sentence()}")
         return block
 
-    arena = micro.smallest_arena(model)
-    breakdown = micro.arena_breakdown(model, arena)
     entry, norm = _int8_entry(manifest), manifest["input"]["normalization"]
     scale, zero_point = entry["input"]["scale"], entry["input"]["zero_point"]
     inputs = micro.int8_inputs(x_test, norm["mean"], norm["std"], scale, zero_point)
-    agreement = micro.compare(model, inputs, np.asarray(y_test), arena)
+    try:
+        arena = micro.smallest_arena(model)
+        breakdown = micro.arena_breakdown(model, arena)
+        agreement = micro.compare(model, inputs, np.asarray(y_test), arena)
+    except micro.MicroCrashError as e:       # the wrapper crashed its (forked) process: this export goes on
+        if require:
+            raise micro.MicroCrashError(f"{MODEL}: {e} (--require-mcu)") from None
+        block["why_not"] = f"{e} while measuring the model"
+        log("mcu", f"not for microcontrollers: {block['why_not']}")
+        return block
     log("mcu", f"TFLite Micro {block['tflite_micro']} on {agreement['images']} images: accuracy "
                f"{agreement['accuracy']:.2%} (LiteRT reference kernels {agreement['reference_accuracy']:.2%}), "
                f"top-1 agreement {agreement['top1_agreement']:.2%}, {agreement['outputs_differ']} int8 output vectors "
