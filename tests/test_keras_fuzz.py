@@ -113,7 +113,7 @@ def _edit_config(config: dict, rng: random.Random):
         return None
     if kind == "deep":
         deep = {}
-        for _ in range(150):         # json.dumps itself recurses; 150 × 4 levels is past scan.MAX_DEPTH
+        for _ in range(150):         # json.dumps itself recurses; 150 × 4 levels is past contents.MAX_DEPTH
             deep = {"class_name": "Dense", "config": {"layers": [deep]}}
         return deep
     if not layers:

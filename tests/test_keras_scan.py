@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ModelError
-from pipeline.keras_import import scan
+from pipeline.keras_import import scan, scan_config
 
 REPO = Path(__file__).resolve().parents[1]
 # TensorFlow's C++ start-up lines (absl logging before InitializeLog ignores TF_CPP_MIN_LOG_LEVEL): not ours.
@@ -218,7 +218,7 @@ def test_release_architecture_passes_the_scan(tmp_path):
     if cached:
         path = cached[0]
     else:
-        from pipeline import models
+        from pipeline.train import models
         path = tmp_path / "compact.h5"
         models.build("compact", weight_decay=5e-4).save(path)
     c = scan.scan(path)
@@ -299,7 +299,7 @@ def test_op_reaching_outside_in_a_signature_is_refused_even_when_it_is_a_saver_o
 def test_allow_list_is_the_installed_keras_layers():
     import keras
     import tf_keras
-    names = scan.builtin_layers()
+    names = scan_config.builtin_layers()
     for n in ("Dense", "Conv2D", "Rescaling", "TimeDistributed", "Bidirectional", "LSTM", "InputLayer"):
         assert n in names
     assert not {"Lambda", "TFSMLayer", "Layer"} & names
