@@ -144,17 +144,19 @@ def read_source(path: str | Path) -> Source:
     raise ModelError(f"{p}: not a Keras model file; {expected}")
 
 
-def load(source: Source):
+def load(source: Source, trusted: bool = False):
     """The model as its own Keras loads it: (model, keras3); a SavedModel without Keras metadata is
-    (the loaded module, None)."""
+    (the loaded module, None). Keras 3's safe mode (which refuses a Lambda's bytecode) is left on unless the
+    user trusted the file (`--trust-model`): the scan has refused such a file before this otherwise."""
     try:
         if source.format in ("keras3", "keras3-h5"):
             import keras           # Keras 3, beside tf_keras in the same process
-            return keras.saving.load_model(source.path, compile=False), True
+            return keras.saving.load_model(source.path, compile=False, safe_mode=not trusted), True
         if source.format in ("keras2-h5", "keras2-savedmodel"):
             return tf_keras.models.load_model(source.path, compile=False), False
         return tf.saved_model.load(str(source.path)), None
-    except (ValueError, TypeError, OSError, KeyError, AttributeError, ImportError) as e:
+    except (ValueError, TypeError, OSError, KeyError, AttributeError, ImportError, MemoryError,
+            tf.errors.OpError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"{source.path}: {FORMATS[source.format]} that its Keras cannot load: {first}") from e
 
@@ -353,7 +355,7 @@ def import_model(cfg: Config, splits, log: Callable[[str, str], None]) -> Import
         raise ModelError(f"{name}: a SavedModel without Keras metadata (Keras 3 model.export, tf.saved_model.save) "
                          "has no layers to rebuild or prune; --no-prune exports it as it is (its graph, run by "
                          f"TensorFlow{scan.as_is_note(cfg)}), or save the model with model.save('model.keras')")
-    obj, keras3 = load(src)
+    obj, keras3 = load(src, trusted=bool(scan.trusted(cfg)))
     in_shape, out_shape = io_shapes(obj, keras3)
     try:
         rebuild.device_input(in_shape)
