@@ -204,6 +204,28 @@ def table(root: Path) -> str:
             im, pr, i8, rel = (cost[k] for k in ("imported", "pruned", "int8", "release"))
             lines.append(f"| {t.title} | {im['bytes']:,} / {im['latency_us']:.0f} | {pr['gzip_bytes']:,} | "
                          f"{i8['bytes']:,} / {i8['latency_us']:.0f} | {rel['bytes']:,} / {rel['latency_us']:.0f} |")
+    return "\n".join(lines + ["", mcu_table(root)])
+
+
+def mcu_table(root: Path) -> str:
+    """The microcontroller table: each export's manifest `mcu` block (TensorFlow Lite Micro on its int8 model)."""
+    import json
+    lines = ["| tutorial model | arena (smallest) | arena to reserve | flash | ops | TFLM top-1 agreement (outputs differing) "
+             "| boards it fits, half of RAM and flash left |", "|---|---:|---:|---:|---|---|---|"]
+    for name, t in TUTORIALS.items():
+        path = root / name / "manifest.json"
+        mcu = json.loads(path.read_text()).get("mcu") if path.is_file() else None
+        if not mcu:
+            lines.append(f"| {t.title} | not measured | | | | | |")
+            continue
+        if not mcu["for_microcontrollers"]:
+            lines.append(f"| {t.title} | not for microcontrollers: {mcu['why_not']} | | | | | |")
+            continue
+        a = mcu["agreement"]
+        ops = ", ".join(f"{op} ×{n}" if n > 1 else op for op, n in mcu["ops"].items())
+        fits = ", ".join(b["board"] for b in mcu["fits"] if b["fits"]) or "none"
+        lines.append(f"| {t.title} | {mcu['arena_bytes']:,} B | {mcu['arena_reserve_bytes']:,} B | {mcu['flash_bytes']:,} B | "
+                     f"{ops} | {a['top1_agreement']:.2%} ({a['outputs_differ']} of {a['images']:,}) | {fits} |")
     return "\n".join(lines)
 
 
