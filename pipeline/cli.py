@@ -1,4 +1,4 @@
-"""`python -m pipeline {train,export,compare,tune,photos,compat,bundle,pngs}`: a thin command line over the
+"""`python -m pipeline {train,export,compare,tune,mcu,photos,compat,bundle,pngs}`: a thin command line over the
 stage functions (`export` runs the chain in pipeline/export.py)."""
 from __future__ import annotations
 
@@ -199,6 +199,21 @@ def cmd_photos(args) -> int:
     return 0
 
 
+def cmd_mcu(args) -> int:
+    from pipeline.export import progress
+    from pipeline.release import remeasure
+    m = remeasure.remeasure_mcu(Path(args.export_dir), args.require_mcu, progress)
+    if not m["for_microcontrollers"]:
+        print(f"model_int8.tflite: not for microcontrollers: {m['why_not']}; {args.export_dir}/manifest.json and "
+              "report.md updated")
+        return 0
+    fits = ", ".join(b["board"] for b in m["fits"] if b["fits"]) or "none of the boards"
+    print(f"model_int8.tflite in TensorFlow Lite Micro: arena {m['arena_bytes']:,} B (reserve {m['arena_reserve_bytes']:,}),"
+          f" flash {m['flash_bytes']:,} B, top-1 agreement {m['agreement']['top1_agreement']:.2%} on "
+          f"{m['agreement']['images']:,} images; fits {fits}; C source in {args.export_dir}/mcu/")
+    return 0
+
+
 def cmd_tune(args) -> int:
     import importlib.util
     missing = [m for m in ("ray", "optuna") if importlib.util.find_spec(m) is None]
@@ -370,6 +385,13 @@ def main(argv=None) -> int:
                    help="ASHA: epochs before a trial may be stopped (default: 3/4 of --epochs; the first epochs of a "
                         "short schedule rank trials badly: at 1 the release's own architecture was stopped)")
     p.set_defaults(func=cmd_tune)
+    p = sub.add_parser("mcu", help="measure only the microcontroller figures of a release (TensorFlow Lite Micro "
+                                   "parity, arena, flash, C source in mcu/), e.g. one exported before the MCU stage")
+    p.add_argument("--export-dir", default="exported", help="release folder (default: exported)")
+    p.add_argument("--require-mcu", action="store_true",
+                   help="exit non-zero when the model cannot run in TensorFlow Lite Micro (default: the release is "
+                        "marked 'not for microcontrollers')")
+    p.set_defaults(func=cmd_mcu)
     p = sub.add_parser("photos", help="re-measure only the real photos on a release (after a change to the photo "
                                       "conversion): manifest, report, contact sheet and confusion plot are rewritten")
     p.add_argument("--export-dir", default="exported", help="release folder (default: exported)")

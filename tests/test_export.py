@@ -152,3 +152,26 @@ def test_the_release_carries_its_microcontroller_figures_and_c_source(quick):
     source = (out / "mcu" / "model_data.cc").read_text()
     assert f"{(out / 'model_int8.tflite').stat().st_size}" in source
     assert "## On a microcontroller" in (out / "report.md").read_text()
+
+
+def test_mcu_command_measures_a_release_exported_before_the_mcu_stage(quick, tmp_path, capsys):
+    """`python -m pipeline mcu` on a release without the MCU figures (as the ones exported before the stage
+    existed): the manifest gains the same `mcu` block an export writes, the C source appears, the models stay."""
+    import shutil
+    cfg, manifest, out = quick
+    old = tmp_path / "exported"
+    shutil.copytree(out, old)
+    shutil.rmtree(old / "mcu")
+    stripped = json.loads((old / "manifest.json").read_text())
+    del stripped["mcu"]
+    (old / "manifest.json").write_text(json.dumps(stripped))
+    models = {n: (old / n).read_bytes() for n in FILES if n.startswith("model_")}
+    assert cli.main(["mcu", "--export-dir", str(old)]) == 0
+    assert f"C source in {old}/mcu/" in capsys.readouterr().out
+    again = json.loads((old / "manifest.json").read_text())["mcu"]
+    for key in ("arena_bytes", "flash_bytes", "ops", "for_microcontrollers"):
+        assert again[key] == manifest["mcu"][key], key
+    assert again["agreement"]["images"] == manifest["test_images"]
+    assert (old / "mcu" / "model_data.cc").read_bytes() == (out / "mcu" / "model_data.cc").read_bytes()
+    assert {n: (old / n).read_bytes() for n in models} == models
+    assert "## On a microcontroller" in (old / "report.md").read_text()
