@@ -2,18 +2,15 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import subprocess
 from pathlib import Path
 
+from edge_runtime.classifier import file_sha256
+
 
 def sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, read in chunks (a model or a 26 MB data file alike)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """SHA-256 of a file's bytes, as the device checks it against the manifest (edge_runtime's own function)."""
+    return file_sha256(path)
 
 
 def gzip_bytes(path: str | Path) -> int:
