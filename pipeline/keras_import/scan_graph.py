@@ -3,7 +3,11 @@ saved_model.pb (nested functions included), read from the proto without running 
 that reach outside the model (TensorFlow's own `saved_model_cli scan` denylist, grown from tf.raw_ops)."""
 from __future__ import annotations
 
+import contextlib
+import os
+
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -198,9 +202,26 @@ def _scan_meta_graph(path: Path, mg, contents: Contents) -> None:
             check(n.op, f"function {name}", name)
 
 
+@contextlib.contextmanager
+def _tensorflow_quiet():
+    """TensorFlow's C++ start-up lines (oneDNN, CUDA stubs: printed before its logging honours
+    TF_CPP_MIN_LOG_LEVEL) kept off stderr while the scan imports it, so a refusal stays one line."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def scan_savedmodel(path: Path, contents: Contents) -> None:
     from google.protobuf.message import DecodeError
-    from tensorflow.core.protobuf import saved_model_pb2
+    with _tensorflow_quiet():
+        from tensorflow.core.protobuf import saved_model_pb2
+        from tensorflow.python.framework import op_def_registry  # noqa: F401  (loaded here, quietly)
     if (path / "keras_metadata.pb").is_file():
         _scan_keras_metadata(path, contents)
     sm = saved_model_pb2.SavedModel()
