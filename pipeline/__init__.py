@@ -1,4 +1,5 @@
-"""fashion-edge training side: data → train → prune → quantize → export → validate → report."""
+"""fashion-edge training side: data → train → prune → adapt → quantize → parity gate → release; the chain is
+pipeline/export.py, the layout docs/architecture.md."""
 import os
 
 # The TensorFlow environment of every pipeline process, the one definition: every entry point imports this

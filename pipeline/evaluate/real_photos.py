@@ -13,6 +13,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from pipeline.config import SearchConfig, search_path
+from pipeline.release import report
+from pipeline.release.provenance import git_commit
 
 
 def find_dev_set(explicit: str | None = None, search: list[str] | None = None) -> Path | None:
@@ -23,13 +25,6 @@ def find_dev_set(explicit: str | None = None, search: list[str] | None = None) -
         if (folder / "MANIFEST.tsv").is_file():
             return folder
     return None
-
-
-def confusion(y_true, y_pred, n: int = 10) -> np.ndarray:
-    """Counts of (true class, predicted class): the one confusion matrix (the report plots it)."""
-    m = np.zeros((n, n), dtype=np.int64)
-    np.add.at(m, (y_true, y_pred), 1)
-    return m
 
 
 def read_dev_set(folder: Path) -> tuple[list[Path], np.ndarray]:
@@ -57,7 +52,7 @@ def evaluate_paths(model_path: Path, paths: list[Path], y: np.ndarray, threshold
     probs = clf.scores(inputs, photos=True)   # as edge-classify scores photos
     pred, conf = probs.argmax(1), probs.max(1)
     classes = sorted(set(y.tolist()))
-    m = confusion(y, pred)
+    m = report.confusion(y, pred)
     return {
         "photos": len(y), "correct": int((pred == y).sum()),
         "accuracy": round(float((pred == y).mean()), 4),
@@ -113,8 +108,6 @@ def measure(out: Path, manifest: dict, dev: Path | None, log, fmnist_only: Path 
     (temperature included), with the contact sheet and the confusion plot written into `out`; and, when the
     release was adapted on real photos, the same figures of the int8 model from before (`fmnist_only`).
     Returns the manifest's "real_photos" (None without dev photos)."""
-    from pipeline.release import report
-    from pipeline.release.provenance import git_commit
     if dev is None:
         log("photos", "no real-photos-dev folder found ($FASHION_EDGE_PHOTOS): skipped")
         return None
