@@ -26,21 +26,16 @@ from edge_runtime.serve_host import HostRule, check_allowed, machine_names, spli
 
 try:
     import browser
-    from edge_models import REPO, build_once, fashion_mnist, garment_video
+    from edge_models import REPO, fashion_mnist, garment_video
 except ImportError:  # tests/ collected as a package
     from tests import browser
-    from tests.edge_models import REPO, build_once, fashion_mnist, garment_video
+    from tests.edge_models import REPO, fashion_mnist, garment_video
 
 cv2 = pytest.importorskip("cv2")
 TOKEN = "test-token-0123456789abcdef"
 ENDPOINTS = [("GET", "/"), ("GET", "/stream.mjpg"), ("GET", "/api/events"), ("GET", "/api/latest"),
              ("GET", "/input.png"), ("POST", "/api/classify")]
 HOSTNAME = socket.gethostname()
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory):
-    return build_once(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
