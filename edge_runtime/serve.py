@@ -30,7 +30,6 @@ import sys
 import threading
 import time
 from collections import deque
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
