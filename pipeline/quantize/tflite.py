@@ -15,20 +15,27 @@ def to_tflite_float(model: keras.Model) -> bytes:
     return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
-def to_tflite_int8(model: keras.Model, calibration: np.ndarray) -> bytes:
-    """Full-integer quantization: int8 weights and activations, int8 input and output tensors."""
+def _full_integer(model: keras.Model, representative_images: np.ndarray, input_type, output_type=None) -> bytes:
+    """The converter every int8 artifact shares: int8 weights and activations, the scales set by running
+    `representative_images` one at a time; the input (and, when given, the output) tensor of `*_type`."""
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
 
     def representative():
-        for img in calibration:
+        for img in representative_images:
             yield [img[None]]
 
     conv.representative_dataset = representative
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
+    conv.inference_input_type = input_type
+    if output_type is not None:
+        conv.inference_output_type = output_type
     return conv.convert()
+
+
+def to_tflite_int8(model: keras.Model, calibration: np.ndarray) -> bytes:
+    """Full-integer quantization: int8 weights and activations, int8 input and output tensors."""
+    return _full_integer(model, calibration, tf.int8, tf.int8)
 
 
 def io_quantization(tflite_path) -> dict:
@@ -73,17 +80,7 @@ def to_tflite_int8_rgb(model: keras.Model, calibration: np.ndarray, mean: float,
     turned back into 0..255 RGB here."""
     pixels = np.clip(np.round((calibration * std + mean) * 255.0), 0, 255).astype(np.float32)
     rgb = np.repeat(pixels, 3, axis=-1)
-    conv = tf.lite.TFLiteConverter.from_keras_model(rgb_model(model, mean, std))
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-
-    def representative():
-        for img in rgb:
-            yield [img[None]]
-
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.uint8
-    return conv.convert()
+    return _full_integer(rgb_model(model, mean, std), rgb, tf.uint8)   # float32 probabilities out
 
 
 def convert(model: keras.Model, calibration: np.ndarray, mean: float, std: float, out: Path) -> dict[str, dict]:
